@@ -1,0 +1,83 @@
+"""The one exception tree of forewarn.
+
+    ForewarnError
+    ├── ConfigError             refused at start-up: file, line, plain message
+    │   ├── RulesError          rules.yaml does not hold up
+    │   └── TemplateError       a template is missing, broken, unsafe or fails to render
+    ├── EventError              an incoming event is not JSON or breaks its schema
+    ├── BrokerError             the embedded broker would not start or answer
+    └── ChannelError            a channel could not hand a message over
+        ├── ChannelRejected     permanent: invalid number, unsubscribed; do not retry
+        └── ChannelUnavailable  transient: retry later (``retry_after`` seconds, if known)
+
+Channels raise; they never return False.
+"""
+
+from __future__ import annotations
+
+
+class ForewarnError(Exception):
+    """Root of every error forewarn raises on purpose."""
+
+
+class ConfigError(ForewarnError):
+    """Configuration that must be fixed before the worker may start."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        if self.file is None:
+            return self.message
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+class RulesError(ConfigError):
+    """A rule is malformed or names something that does not exist."""
+
+
+class TemplateError(ConfigError):
+    """A template is missing, does not parse, is unsafe, or fails to render."""
+
+
+class RulesInvalid(ConfigError):
+    """Several configuration problems at once; ``problems`` holds each of them."""
+
+    def __init__(self, problems: list[ConfigError]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class EventError(ForewarnError):
+    """An incoming event that cannot be processed; it goes to the dead-letter topic."""
+
+
+class BrokerError(ForewarnError):
+    """The embedded broker did not start or does not answer."""
+
+
+class ChannelError(ForewarnError):
+    """A channel could not hand a message to its provider."""
+
+
+class ChannelRejected(ChannelError):
+    """The provider refused the message for good (invalid number, unsubscribed, ...)."""
+
+    def __init__(self, message: str, code: str | int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class ChannelUnavailable(ChannelError):
+    """The provider could not take the message now; it may later."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,96 @@
+"""Synchronous Kafka tools on kafka-python: topics, producing files, reading topics, lag.
+
+``api_version`` is pinned to 2.5 because version probing and consumer groups
+misbehave against the embedded broker otherwise; it is a protocol level every
+Kafka since 2.5 speaks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+API_VERSION = (2, 5, 0)
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=API_VERSION,
+                             client_id="forewarn-admin")
+    try:
+        for name in topics:  # one at a time: a batch fails whole when one exists
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def producer(bootstrap: str, **options: Any) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, acks="all",
+                         linger_ms=5, **options)
+
+
+def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> int:
+    """Send (key, value) pairs as JSON; returns how many were sent."""
+    sent = 0
+    with_producer = producer(bootstrap)
+    try:
+        for key, value in records:
+            with_producer.send(topic, key=key.encode() if key else None,
+                               value=value if isinstance(value, bytes) else orjson.dumps(value))
+            sent += 1
+        with_producer.flush()
+    finally:
+        with_producer.close()
+    return sent
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> list[Any]:
+    """Every message on ``topic`` from the beginning, without joining a group."""
+    return [record for record in iter_topic(bootstrap, topic, timeout)]
+
+
+def iter_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> Iterator[Any]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION,
+                             enable_auto_commit=False, consumer_timeout_ms=int(timeout * 1000))
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            for tp, messages in consumer.poll(timeout_ms=200).items():
+                for message in messages:
+                    yield message
+                    if message.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+    finally:
+        consumer.close()
+
+
+def lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
+    """Messages on ``topics`` that ``group`` has not committed yet."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(partitions)
+        behind = 0
+        for tp in partitions:
+            committed = consumer.committed(tp) or 0
+            behind += max(0, ends[tp] - committed)
+        return behind
+    finally:
+        consumer.close()
