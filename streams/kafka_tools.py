@@ -94,3 +94,20 @@ def lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
         return behind
     finally:
         consumer.close()
+
+
+def wait_drained(bootstrap: str, group: str, topics: Iterable[str], timeout: float,
+                 settle: float = 1.5) -> bool:
+    """True once ``group`` has committed everything on ``topics`` and stayed so for ``settle`` s."""
+    topics = tuple(topics)
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        if lag(bootstrap, group, topics) == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle:
+                return True
+        else:
+            quiet_since = None
+        time.sleep(0.5)
+    return False

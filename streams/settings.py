@@ -66,6 +66,7 @@ class Settings:
     outbox_dir: Path = Path("outbox")
     store: str = "memory://"
     metrics_port: int = 9108
+    metrics_address: str = "127.0.0.1"
     brand: str = "Forewarn"
     status_url: str = "https://status.example.nl"
     session_timeout: float = 10.0
@@ -84,6 +85,7 @@ class Settings:
             outbox_dir=_path("FOREWARN_OUTBOX", cls.outbox_dir),
             store=_env("FOREWARN_STORE", cls.store),
             metrics_port=int(_env("FOREWARN_METRICS_PORT", str(cls.metrics_port))),
+            metrics_address=_env("FOREWARN_METRICS_ADDRESS", cls.metrics_address),
             brand=_env("FOREWARN_BRAND", cls.brand),
             status_url=_env("FOREWARN_STATUS_URL", cls.status_url),
             session_timeout=float(_env("FOREWARN_SESSION_TIMEOUT", str(cls.session_timeout))),

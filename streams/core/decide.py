@@ -72,6 +72,12 @@ def notification_id(rule: str, key: str, customer_id: str, channel: str, occurre
     return digest.hexdigest()[:32]
 
 
+def outage_state_key(event: dict[str, Any], partition: int | None) -> str:
+    """Each partition keeps its own copy of an outage's state, as each gets its own copy of the event."""
+    outage_id = event["data"]["outage_id"]
+    return outage_id if partition is None else f"{partition}/{outage_id}"
+
+
 class Decider:
     def __init__(self, rules: RuleSet, renderer: Renderer, directory: CustomerDirectory,
                  outages: MutableMapping[str, dict[str, Any]] | None = None):
@@ -94,7 +100,8 @@ class Decider:
         if event_type == "customer.deleted":
             self.directory.delete(event["customer_id"])
             return
-        outage = self._track_outage(event) if event_type.startswith("outage.") else None
+        outage_key = outage_state_key(event, partition) if event_type.startswith("outage.") else ""
+        outage = self._track_outage(event, outage_key) if outage_key else None
         stamp = now.isoformat()
         for rule in self.rules.matching(event_type):
             key = rule.key_of(event)
@@ -111,18 +118,18 @@ class Decider:
             for customer in audience:
                 yield from self._for_customer(rule, key, event, customer, stamp, extra)
         if event_type == "outage.resolved":
-            self.outages.pop(event["data"]["outage_id"], None)
+            self.outages.pop(outage_key, None)
 
-    def _track_outage(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def _track_outage(self, event: dict[str, Any], key: str) -> dict[str, Any] | None:
         data = event["data"]
-        known = self.outages.get(data["outage_id"])
+        known = self.outages.get(key)
         if event["type"] == "outage.started":
             state = {k: data[k] for k in ("outage_id", "service", "areas", "nodes", "expected_end") if k in data}
         elif known is None:
             return None
         else:
             state = {**known, **{k: data[k] for k in ("areas", "nodes", "expected_end") if k in data}}
-        self.outages[data["outage_id"]] = state
+        self.outages[key] = state
         return state
 
     def _for_customer(self, rule: Rule, key: str, event: dict[str, Any], customer: Customer,

@@ -213,23 +213,21 @@ class _Checker:
         return Rule(**{**rule.__dict__, "condition": compiled})
 
     def _templates(self, rule: Rule, line_of: Callable[[str], int]) -> None:
-        checked: set[tuple[str, str, str]] = set()
+        wanted: dict[str, set[tuple[str, str]]] = {}
         for plan in rule.plans():
-            for channel in plan.channels:
-                for locale in LOCALES:
-                    if (channel, locale, plan.template) in checked:
-                        continue
-                    checked.add((channel, locale, plan.template))
-                    self._template(rule, channel, locale, plan.template, line_of)
+            wanted.setdefault(plan.template, set()).update((c, loc) for c in plan.channels for loc in LOCALES)
+        for template, combinations in wanted.items():
+            missing = [name for channel, locale in sorted(combinations)
+                       for name in self.renderer.missing(channel, locale, template)]
+            if missing:
+                line = line_of("template") if template == rule.template else line_of("tiers")
+                self.problem(f"rule '{rule.id}': template '{template}' not found "
+                             f"(missing {', '.join(missing)})", line)
+                continue
+            for channel, locale in sorted(combinations):
+                self._template_fields(rule, channel, locale, template)
 
-    def _template(self, rule: Rule, channel: str, locale: str, template: str,
-                  line_of: Callable[[str], int]) -> None:
-        missing = self.renderer.missing(channel, locale, template)
-        if missing:
-            line = line_of("tiers") if template != rule.template else line_of("template")
-            self.problem(f"rule '{rule.id}': template '{template}' not found for {channel}/{locale} "
-                         f"(missing {', '.join(missing)})", line)
-            return
+    def _template_fields(self, rule: Rule, channel: str, locale: str, template: str) -> None:
         for part in CHANNEL_PARTS[channel]:
             name = self.renderer.template_name(channel, locale, template, part)
             source, filename, _ = self.renderer.env.loader.get_source(self.renderer.env, name)
@@ -254,23 +252,23 @@ class _Checker:
                 schema_name = f"events/{event_type}.json" if root == "event" else "customer.json"
                 error = self._resolve(schema_name, path)
                 if error:
-                    shown = root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+                    shown = root + "".join(f".{name}" if how == "attr" else f"[{name!r}]" for how, name in path)
                     text = f"uses {shown}: {error}" + (f" in {event_type}" if root == "event" else "")
                     if text not in reported:
                         reported.add(text)
                         found.append((text, line))
         return found
 
-    def _resolve(self, schema_name: str, path: list[str | int]) -> str | None:
+    def _resolve(self, schema_name: str, path: list[tuple[str, str | int]]) -> str | None:
         resolver = self.schemas.registry.resolver(SCHEMA_BASE + schema_name)
         schema = self.schemas.registry.contents(SCHEMA_BASE + schema_name)
-        for part in path:
+        for how, part in path:
             if isinstance(part, int):
                 schema, resolver = _deref(schema, resolver)
                 schema = schema.get("items", {})
                 continue
             properties = _properties(schema, resolver)
-            if part in DICT_METHODS:
+            if how == "attr" and part in DICT_METHODS:
                 if part in properties:
                     return f"'{part}' is a dict method in templates; write ['{part}'] instead"
                 return None  # a method call such as .get(...): the rest is not a field path
@@ -281,19 +279,23 @@ class _Checker:
         return None
 
 
-def field_paths(tree: nodes.Node) -> list[tuple[str, list[str | int], int]]:
-    """Every ``event…`` / ``customer…`` attribute chain in a template or expression."""
+def field_paths(tree: nodes.Node) -> list[tuple[str, list[tuple[str, str | int]], int]]:
+    """Every ``event…`` / ``customer…`` chain in a template or expression, as (how, name) steps.
+
+    ``how`` is "attr" for ``a.b`` and "item" for ``a['b']``: jinja looks up
+    ``a.items`` as the dict method, ``a['items']`` as the key.
+    """
     found = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        path: list[str | int] = []
+        path: list[tuple[str, str | int]] = []
         current: nodes.Node = node
         while isinstance(current, (nodes.Getattr, nodes.Getitem)):
             if isinstance(current, nodes.Getattr):
-                path.append(current.attr)
+                path.append(("attr", current.attr))
             elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value, (str, int)):
-                path.append(current.arg.value)
+                path.append(("item", current.arg.value))
             else:
-                path = []  # a computed index: only the part after it is unknown; check the part before
+                path = []  # a computed index: only what comes before it can be checked
             current = current.node
         if isinstance(current, nodes.Name) and current.name in ("event", "customer"):
             found.append((current.name, list(reversed(path)), node.lineno))

@@ -1,0 +1,44 @@
+"""Hop 1: validate source events; refuse bad ones to the dead-letter topic; route the rest.
+
+A customer's events go to the partition that owns the customer, so the
+directory, the decision and the customer's later events stay together. An
+outage concerns everyone, so it is handed to every partition.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from streams.agents.sending import Sends
+from streams.app import app, deadletter_topic, events_topic, settings, source_topics
+from streams.core.directory import owner_partition
+from streams.errors import EventError
+from streams.events import deadletter_record, parse_event
+from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
+
+
+def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
+    if event["type"].startswith("outage."):
+        key = event["data"]["outage_id"].encode()
+        return [(key, p) for p in range(partitions)]
+    return [(event["customer_id"].encode(), owner_partition(event["customer_id"], partitions))]
+
+
+@app.agent(source_topics, concurrency=1)
+async def ingest(stream):
+    sends = Sends()
+    async for event in stream.events():
+        message = event.message
+        EVENTS_CONSUMED.labels(message.topic).inc()
+        try:
+            parsed = parse_event(event.value)
+        except EventError as exc:
+            EVENTS_DEADLETTERED.labels(message.topic).inc()
+            record = deadletter_record(topic=message.topic, partition=message.partition,
+                                       offset=message.offset, key=message.key,
+                                       value=event.value, reason=str(exc))
+            await sends.send(deadletter_topic, message.key, orjson.dumps(record))
+        else:
+            for key, partition in routes(parsed, settings.partitions):
+                await sends.send(events_topic, key, event.value, partition)
+        await sends.flush()

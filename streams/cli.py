@@ -1,0 +1,229 @@
+"""forewarn's command line: demo, worker, produce, load-customers, rules check, preview, simulate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from streams.settings import ROOT, Settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Tell customers about a problem before they notice it.")
+rules_cli = typer.Typer(no_args_is_help=True, help="Check the rules file.")
+cli.add_typer(rules_cli, name="rules")
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _preflight(settings: Settings):
+    """Load rules and templates, or stop with every problem listed (exit 2)."""
+    from streams.core.config import load_config
+    from streams.errors import ConfigError, RulesInvalid
+
+    try:
+        return load_config(settings)
+    except RulesInvalid as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error[/red] {problem}", highlight=False)
+        raise typer.Exit(2)
+    except ConfigError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+
+
+@cli.command()
+def worker() -> None:
+    """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
+    from streams.broker import bootstrap_servers
+    from streams.kafka_tools import ensure_topics
+
+    settings = Settings.from_env()
+    _preflight(settings)
+    with bootstrap_servers(settings.bootstrap_servers) as bootstrap:
+        if not settings.bootstrap_servers:
+            err.print(f"embedded broker on {bootstrap} (memory only)")
+        ensure_topics(bootstrap, settings.topics.all(), settings.partitions)
+        from faust.worker import Worker
+
+        from streams.app import app
+
+        Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+@cli.command()
+def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Send each line of a JSON Lines file to TOPIC, as it is (invalid lines too: they reach deadletter)."""
+    from streams.kafka_tools import produce_json
+
+    settings = _configured_broker()
+    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
+    sent = produce_json(settings.bootstrap_servers, topic, ((_key_of(line), line) for line in lines))
+    console.print(f"sent {sent} messages to {topic}")
+
+
+def _key_of(line: bytes) -> str | None:
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    return event.get("customer_id") or (event.get("data") or {}).get("outage_id")
+
+
+@cli.command("load-customers")
+def load_customers(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Load customers from JSON Lines or CSV onto the customers topic."""
+    settings = _configured_broker()
+    sent, skipped = _load_customers(settings.bootstrap_servers, settings.topics.customers, file)
+    console.print(f"sent {sent} customers to {settings.topics.customers}; skipped {skipped} unreadable lines")
+
+
+def _load_customers(bootstrap: str, topic: str, file: Path) -> tuple[int, int]:
+    from streams.customer_files import read_customer_rows, upsert_event
+    from streams.kafka_tools import producer
+
+    with file.open("rb") as handle:
+        total = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    sent = skipped = 0
+    kafka = producer(bootstrap, batch_size=256 * 1024, linger_ms=20)
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("customers", total=total)
+            for line, record, reason in read_customer_rows(file):
+                if reason:
+                    skipped += 1
+                    err.print(f"{file}:{line}: {reason}")
+                    continue
+                kafka.send(topic, key=record["customer_id"].encode(),
+                           value=orjson.dumps(upsert_event(record, sequence=line)))
+                sent += 1
+                if sent % 2000 == 0:
+                    progress.update(task, completed=line)
+            progress.update(task, completed=total)
+        kafka.flush()
+    finally:
+        kafka.close()
+    return sent, skipped
+
+
+def _configured_broker() -> Settings:
+    settings = Settings.from_env()
+    if not settings.bootstrap_servers:
+        err.print("[red]error[/red] set KAFKA_BOOTSTRAP_SERVERS (host:port of the broker to send to)")
+        raise typer.Exit(2)
+    return settings
+
+
+@rules_cli.command("check")
+def rules_check(file: Optional[Path] = typer.Argument(None, help="rules file (default config/rules.yaml)")) -> None:
+    """Print every problem in the rules and templates with file and line; exit 1 if any."""
+    from dataclasses import replace
+
+    from streams.core.config import check_config
+
+    settings = Settings.from_env()
+    if file is not None:
+        settings = replace(settings, rules_file=file)
+    problems = check_config(settings)
+    for problem in problems:
+        err.print(f"[red]error[/red] {problem}", highlight=False)
+    if problems:
+        err.print(f"{len(problems)} problem(s) in {settings.rules_file}")
+        raise typer.Exit(1)
+    console.print(f"{settings.rules_file}: ok")
+
+
+@cli.command()
+def preview(rule: str, event: Path = typer.Option(..., exists=True), customer: Path = typer.Option(..., exists=True),
+            channel: Optional[str] = typer.Option(None)) -> None:
+    """Render what RULE would send for one event and one customer record."""
+    from streams.core.decide import Decider, Notification
+    from streams.core.directory import CustomerDirectory
+    from streams.core.rules import RuleSet
+    from streams.events import parse_event, parse_timestamp
+
+    config = _preflight(Settings.from_env())
+    chosen = config.rules.get(rule)
+    customer_record = orjson.loads(customer.read_bytes())
+    customer_record.setdefault("id", customer_record.pop("customer_id", "preview"))
+    incoming = parse_event(event.read_bytes(), config.schemas)
+    if incoming.get("customer_id"):
+        customer_record["id"] = incoming["customer_id"]
+    if channel:
+        customer_record = {**customer_record, "consents": {channel: True}}
+    directory = CustomerDirectory({customer_record["id"]: customer_record})
+    decider = Decider(RuleSet([chosen], config.rules.file, config.rules.default_locale),
+                      config.renderer, directory)
+    if incoming["type"].startswith("outage.") and incoming["type"] != "outage.started":
+        decider.outages[incoming["data"]["outage_id"]] = {"areas": [customer_record["postcode"]]}
+    if incoming["type"].startswith("outage."):
+        incoming["data"].setdefault("areas", [customer_record["postcode"]])
+    for outcome in decider.handle(incoming, parse_timestamp(incoming["occurred_at"])):
+        if isinstance(outcome, Notification):
+            console.rule(f"{outcome.channel} to {outcome.to} ({outcome.locale})")
+            if outcome.subject:
+                console.print(f"[bold]Subject:[/bold] {outcome.subject}")
+            console.print(outcome.body, highlight=False, markup=False)
+            if outcome.segments:
+                console.print(f"[dim]{outcome.segments} segment(s), {outcome.encoding}[/dim]")
+        else:
+            console.print(f"[yellow]suppressed[/yellow]: {outcome.reason} {outcome.detail or ''}")
+
+
+@cli.command()
+def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=True),
+             customers: Path = typer.Option(..., exists=True), events: Path = typer.Option(..., exists=True),
+             out: Path = typer.Option(Path("simulation"))) -> None:
+    """Run the decision core over files on event time; write notifications, suppressed, rejected."""
+    from dataclasses import replace
+
+    from streams.simulate import simulate as run
+
+    config = _preflight(replace(Settings.from_env(), rules_file=rules))
+    started = time.perf_counter()
+    report = run(config, customers, events, out)
+    elapsed = time.perf_counter() - started
+    table = Table(title=f"simulation: {report.events} events, {report.customers} customers, "
+                        f"{report.rejected} rejected, {elapsed:.2f} s")
+    for column in ("rule", "sent", "suppressed (by reason)", "most to one customer"):
+        table.add_column(column)
+    for rule_id, tally in sorted(report.rules.items()):
+        reasons = ", ".join(f"{reason} {count}" for reason, count in tally.suppressed.most_common()) or "-"
+        table.add_row(rule_id, str(tally.sent), reasons, str(tally.most_to_one_customer))
+    console.print(table)
+    console.print(f"most messages to one customer, all rules: {max(report.per_customer.values(), default=0)}")
+    console.print(f"written to {out}/notifications.jsonl, suppressed.jsonl, rejected.jsonl")
+
+
+@cli.command()
+def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.jsonl", exists=True),
+         events: Path = typer.Option(ROOT / "config" / "demo" / "events.jsonl", exists=True),
+         outbox: Path = typer.Option(Path("outbox")), timeout: float = typer.Option(120.0)) -> None:
+    """Start everything on the embedded broker, replay the demo events, show what was sent."""
+    from streams.demo import run_demo
+
+    settings = Settings.from_env()
+    _preflight(settings)
+    if outbox.exists():
+        shutil.rmtree(outbox)
+    run_demo(settings, customers, events, outbox, timeout, console)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Customer lists from ops (JSON Lines or CSV) as ``customer.upserted`` events."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+TRUE = {"true", "1", "yes", "ja", "y"}
+
+
+def read_customer_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line number, flat record or None, reason or None) for each customer in the file."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                yield line, _from_csv(row), None
+        return
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield line, None, f"not JSON: {exc}"
+                continue
+            if not isinstance(record, dict) or "customer_id" not in record:
+                yield line, None, "a customer line needs an object with customer_id"
+                continue
+            yield line, record, None
+
+
+def _from_csv(row: dict[str, str]) -> dict[str, Any]:
+    record: dict[str, Any] = {k: (v or "").strip() for k, v in row.items() if k}
+    record["consents"] = {"sms": record.pop("consent_sms", "").lower() in TRUE,
+                          "email": record.pop("consent_email", "").lower() in TRUE}
+    if "critical" in record:
+        record["critical"] = record["critical"].lower() in TRUE
+    if not record.get("node_id"):
+        record.pop("node_id", None)
+    return record
+
+
+def upsert_event(record: dict[str, Any], at: datetime | None = None, sequence: int = 0) -> dict[str, Any]:
+    data = {k: v for k, v in record.items() if k != "customer_id"}
+    moment = at or datetime.now(timezone.utc)
+    return {"id": f"cust-{record['customer_id']}-{int(moment.timestamp())}-{sequence}",
+            "type": "customer.upserted", "occurred_at": moment.isoformat(),
+            "customer_id": record["customer_id"], "data": data}

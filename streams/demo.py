@@ -1,0 +1,71 @@
+"""``forewarn demo``: the whole pipeline on the embedded broker, with demo customers and events."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.kafka_tools import ensure_topics, produce_json, read_topic, wait_drained
+from streams.privacy import mask
+from streams.process import WorkerProcess
+from streams.settings import Settings
+
+
+def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, timeout: float,
+             console: Console) -> None:
+    from streams.cli import _load_customers
+
+    topics = settings.topics
+    with EmbeddedBroker() as broker:
+        console.print(f"[bold]1.[/bold] embedded broker (Tansu, memory only) on {broker.bootstrap}")
+        ensure_topics(broker.bootstrap, topics.all(), settings.partitions)
+        log_path = Path(tempfile.gettempdir()) / f"forewarn-demo-worker-{broker.port}.log"
+        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_OUTBOX": str(outbox),
+                                "FOREWARN_METRICS_PORT": str(free_port())}, log_path).start()
+        started = time.monotonic()
+        try:
+            sent, _ = _load_customers(broker.bootstrap, topics.customers, customers)
+            console.print(f"[bold]2.[/bold] worker started; {sent} customers sent to '{topics.customers}'")
+            pipeline = (*topics.source(), topics.events, topics.notifications)
+            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout):
+                raise SystemExit(f"the worker did not take in the customers within {timeout:.0f} s; log: {log_path}")
+            console.print(f"   directory filled after {time.monotonic() - started:.1f} s")
+            by_topic: dict[str, list[bytes]] = {}
+            for line in events.read_bytes().splitlines():
+                if line.strip():
+                    by_topic.setdefault(topics.for_event_type(orjson.loads(line)["type"]), []).append(line)
+            for topic, lines in by_topic.items():
+                produce_json(broker.bootstrap, topic, ((None, line) for line in lines))
+            console.print(f"[bold]3.[/bold] replayed {sum(map(len, by_topic.values()))} events from {events}")
+            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout):
+                raise SystemExit(f"the pipeline did not drain within {timeout:.0f} s; log: {log_path}")
+            suppressed = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, topics.suppressed)]
+            dead = read_topic(broker.bootstrap, topics.deadletter)
+        finally:
+            worker.stop()
+    _show(console, outbox, suppressed, len(dead), log_path)
+
+
+def _show(console: Console, outbox: Path, suppressed: list[dict], dead: int, log_path: Path) -> None:
+    path = outbox / "notifications.jsonl"
+    sent = [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+    table = Table(title=f"{len(sent)} notifications sent to the outbox")
+    for column in ("rule", "channel", "customer", "to", "lang", "message"):
+        table.add_column(column, overflow="fold")
+    for item in sorted(sent, key=lambda n: (n["rule"], n["customer_id"], n["channel"])):
+        text = item["subject"] if item["channel"] == "email" else item["body"]
+        table.add_row(item["rule"], item["channel"], item["customer_id"], mask(item["to"]), item["locale"], text)
+    console.print(table)
+    reasons = Counter((s["rule"], s["reason"]) for s in suppressed)
+    if reasons:
+        console.print("held back: " + ", ".join(f"{rule} {reason} x{n}" for (rule, reason), n in reasons.items()))
+    console.print(f"dead-lettered events: {dead}")
+    console.print(f"outbox: {path.resolve()} (emails as .eml in {(outbox / 'email').resolve()})")
+    console.print(f"worker log: {log_path}")

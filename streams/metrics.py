@@ -1,0 +1,21 @@
+"""Prometheus metrics of the worker, served on ``FOREWARN_METRICS_PORT``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+EVENTS_CONSUMED = Counter("forewarn_events_consumed_total", "Events read from a source topic", ["topic"])
+EVENTS_DEADLETTERED = Counter("forewarn_events_deadlettered_total", "Events refused to the dead-letter topic", ["topic"])
+NOTIFICATIONS = Counter("forewarn_notifications_total", "Notifications decided", ["rule", "channel"])
+SUPPRESSED = Counter("forewarn_suppressed_total", "Notifications not sent, by reason", ["rule", "reason"])
+DELIVERIES = Counter("forewarn_deliveries_total", "Outcomes of handing notifications to a channel",
+                     ["channel", "provider", "status"])
+PROCESSING_SECONDS = Histogram(
+    "forewarn_processing_seconds", "Time to decide on one event, fan-out included", ["event_type"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def serve(port: int, address: str = "127.0.0.1") -> None:
+    if port:
+        start_http_server(port, addr=address)

@@ -1,0 +1,103 @@
+"""Run the decision core over files, on event time, with no broker.
+
+Ops replay events against changed rules and read what would have been sent
+(``notifications.jsonl``), held back (``suppressed.jsonl``) and refused as
+invalid input (``rejected.jsonl``). It is the same Decider the worker runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from streams.core.config import CoreConfig
+from streams.core.decide import Decider, Notification
+from streams.core.directory import CustomerDirectory
+from streams.customer_files import read_customer_rows, upsert_event
+from streams.errors import EventError
+from streams.events import parse_event, parse_timestamp
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class RuleTally:
+    sent: int = 0
+    suppressed: Counter = field(default_factory=Counter)
+    per_customer: Counter = field(default_factory=Counter)
+
+    @property
+    def most_to_one_customer(self) -> int:
+        return max(self.per_customer.values(), default=0)
+
+
+@dataclass
+class SimulationReport:
+    events: int = 0
+    customers: int = 0
+    rejected: int = 0
+    rules: dict[str, RuleTally] = field(default_factory=lambda: defaultdict(RuleTally))
+    per_customer: Counter = field(default_factory=Counter)
+
+
+class _Outputs:
+    def __init__(self, out: Path):
+        out.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, IO[bytes]] = {
+            name: (out / f"{name}.jsonl").open("wb") for name in ("notifications", "suppressed", "rejected")
+        }
+
+    def write(self, name: str, record: dict[str, Any]) -> None:
+        self.files[name].write(orjson.dumps(record) + b"\n")
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+
+def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> SimulationReport:
+    report = SimulationReport()
+    decider = Decider(config.rules, config.renderer, CustomerDirectory())
+    outputs = _Outputs(out)
+    try:
+        for line, record, reason in read_customer_rows(customers):
+            try:
+                if reason:
+                    raise EventError(reason)
+                event = parse_event(orjson.dumps(upsert_event(record, EPOCH, line)), config.schemas)
+            except EventError as exc:
+                report.rejected += 1
+                outputs.write("rejected", {"file": str(customers), "line": line, "reason": str(exc)})
+                continue
+            report.customers += 1
+            for _ in decider.handle(event, EPOCH):
+                pass
+        with events.open("rb") as handle:
+            for line, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    event = parse_event(raw.rstrip(b"\r\n"), config.schemas)
+                except EventError as exc:
+                    report.rejected += 1
+                    outputs.write("rejected", {"file": str(events), "line": line, "reason": str(exc)})
+                    continue
+                report.events += 1
+                for outcome in decider.handle(event, parse_timestamp(event["occurred_at"])):
+                    tally = report.rules[outcome.rule]
+                    if isinstance(outcome, Notification):
+                        tally.sent += 1
+                        tally.per_customer[outcome.customer_id] += 1
+                        report.per_customer[outcome.customer_id] += 1
+                        outputs.write("notifications", outcome.to_dict())
+                    else:
+                        tally.suppressed[outcome.reason] += 1
+                        outputs.write("suppressed", outcome.to_dict())
+    finally:
+        outputs.close()
+    return report

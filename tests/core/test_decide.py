@@ -1,0 +1,155 @@
+"""The decision core on the shipped rules and templates: who hears what, and why not."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from streams.core.decide import Decider, Notification, Suppression, notification_id
+from streams.core.directory import CustomerDirectory, owner_partition
+from streams.core.rules import load_rules
+from streams.settings import ROOT
+
+NOW = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
+
+
+def customer(cid, postcode="1012AB", locale="nl", tier="standard", sms=True, email=True, **extra):
+    return {"id": cid, "name": f"Klant {cid}", "phone": "+31612345678", "email": f"{cid.lower()}@example.nl",
+            "locale": locale, "timezone": "Europe/Amsterdam", "tier": tier, "postcode": postcode,
+            "consents": {"sms": sms, "email": email}, **extra}
+
+
+def outage(event_type="outage.started", event_id="e1", **data):
+    base = {"outage_id": "OUT-1"}
+    if event_type == "outage.started":
+        base |= {"service": "internet", "areas": ["1012"], "expected_end": "2026-11-25T18:00:00+01:00"}
+    if event_type == "outage.resolved":
+        base |= {"resolved_at": "2026-11-25T15:00:00+01:00"}
+    return {"id": event_id, "type": event_type, "occurred_at": "2026-11-25T14:00:00+01:00", "data": base | data}
+
+
+def order_delayed(customer_id="C1", event_id="o1"):
+    return {"id": event_id, "type": "order.delayed", "occurred_at": "2026-11-25T14:00:00+01:00",
+            "customer_id": customer_id,
+            "data": {"order_id": "ORD-1", "old_eta": "2026-11-26T12:00:00+01:00",
+                     "new_eta": "2026-11-28T12:00:00+01:00", "reason": "Storm"}}
+
+
+@pytest.fixture
+def decider(renderer, schemas):
+    rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
+    return Decider(rules, renderer, CustomerDirectory())
+
+
+def run(decider, event, **kwargs):
+    outcomes = list(decider.handle(event, NOW, **kwargs))
+    return ([o for o in outcomes if isinstance(o, Notification)],
+            [o for o in outcomes if isinstance(o, Suppression)])
+
+
+def test_outage_reaches_every_customer_in_the_area_and_nobody_else(decider):
+    for c in [customer("C1", "1012AB"), customer("C2", "1012ZZ"), customer("C3", "3511AB"),
+              customer("C4", "3511CD"), customer("C5", "1013AA"), customer("C6", "9999XX", node_id="N7")]:
+        decider.directory.upsert(c)
+    sent, _ = run(decider, outage(areas=["1012", "3511AB"], nodes=["N7"]))
+    assert sorted(n.customer_id for n in sent) == ["C1", "C2", "C3", "C6"]
+    assert all(n.rule == "outage-started" and n.channel == "sms" for n in sent)
+
+
+def test_locale_picks_the_language(decider):
+    decider.directory.upsert(customer("C1", locale="nl"))
+    decider.directory.upsert(customer("C2", locale="en"))
+    sent = {n.customer_id: n for n in run(decider, outage())[0]}
+    assert sent["C1"].locale == "nl" and "storing" in sent["C1"].body.lower()
+    assert sent["C2"].locale == "en" and "outage" in sent["C2"].body.lower()
+
+
+def test_dutch_outage_sms_fits_one_gsm7_segment(decider):
+    decider.directory.upsert(customer("C1", locale="nl"))
+    (sms,), _ = run(decider, outage(areas=["1012", "3511AB"]))
+    assert sms.encoding == "GSM-7" and sms.segments == 1
+
+
+def test_no_consent_falls_to_next_channel_or_is_suppressed_with_reason(decider):
+    decider.directory.upsert(customer("C1", sms=False))
+    decider.directory.upsert(customer("C2", sms=False, email=False))
+    sent, suppressed = run(decider, outage())
+    assert [(n.customer_id, n.channel) for n in sent] == [("C1", "email")]
+    assert [(s.customer_id, s.reason) for s in suppressed] == [("C2", "no_consent")]
+    assert sent[0].subject and sent[0].html and "<" in sent[0].html
+
+
+def test_tiers_change_channels(decider):
+    decider.directory.upsert(customer("B", tier="basic"))
+    decider.directory.upsert(customer("P", tier="premium"))
+    sent = sorted((n.customer_id, n.channel) for n in run(decider, outage())[0])
+    assert sent == [("B", "email"), ("P", "email"), ("P", "sms")]
+
+
+def test_order_for_unknown_customer_is_suppressed_not_lost(decider):
+    sent, suppressed = run(decider, order_delayed("NOBODY"))
+    assert sent == [] and [(s.rule, s.reason) for s in suppressed] == [("order-delayed", "unknown_customer")]
+
+
+def test_order_delayed_message_carries_new_date(decider):
+    decider.directory.upsert(customer("C1"))
+    (sms,), _ = run(decider, order_delayed())
+    assert "28 november" in sms.body and sms.to == "+31612345678"
+
+
+def test_condition_filters_empty_cart(decider):
+    decider.directory.upsert(customer("C1"))
+    cart = {"id": "c1", "type": "cart.updated", "occurred_at": "2026-11-25T14:00:00+01:00", "customer_id": "C1",
+            "data": {"cart_id": "K1", "items": [], "total": 0, "currency": "EUR",
+                     "checkout_url": "https://shop.example.nl/checkout/K1"}}
+    assert run(decider, cart) == ([], [])
+    cart["data"] |= {"items": [{"sku": "A", "name": "Lamp", "qty": 1, "unit_price": 12.5}], "total": 12.5}
+    (mail,), _ = run(decider, cart)
+    assert mail.channel == "email" and "€ 12,50" in mail.body
+
+
+def test_resolved_goes_to_the_area_of_the_started_outage(decider):
+    decider.directory.upsert(customer("C1", "1012AB"))
+    decider.directory.upsert(customer("C2", "2000AA"))
+    run(decider, outage())
+    sent, _ = run(decider, outage("outage.resolved", "e2"))
+    assert [(n.customer_id, n.rule) for n in sent] == [("C1", "outage-resolved")]
+    assert run(decider, outage("outage.resolved", "e3")) == ([], [])
+
+
+def test_customer_moving_is_reindexed(decider):
+    for event in ({"id": "u1", "type": "customer.upserted", "occurred_at": "2026-11-25T10:00:00+01:00",
+                   "customer_id": "C1", "data": {k: v for k, v in customer("C1", "2000AA").items() if k != "id"}},
+                  {"id": "u2", "type": "customer.upserted", "occurred_at": "2026-11-25T11:00:00+01:00",
+                   "customer_id": "C1", "data": {k: v for k, v in customer("C1", "1012AB").items() if k != "id"}}):
+        assert list(decider.handle(event, NOW)) == []
+    assert [n.customer_id for n in run(decider, outage())[0]] == ["C1"]
+    assert run(decider, outage(areas=["2000"], event_id="e9"))[0] == []
+
+
+def test_partitions_split_a_fan_out_without_overlap(decider):
+    for i in range(40):
+        decider.directory.upsert(customer(f"C{i}"))
+    seen = []
+    for p in range(4):
+        sent, _ = run(decider, outage(), partition=p, partitions=4)
+        assert all(owner_partition(n.customer_id, 4) == p for n in sent)
+        seen += [n.customer_id for n in sent]
+    assert sorted(seen) == sorted(f"C{i}" for i in range(40))
+
+
+def test_notification_ids_are_deterministic(decider):
+    decider.directory.upsert(customer("C1"))
+    first = run(decider, order_delayed())[0][0]
+    again = run(decider, order_delayed())[0][0]
+    assert first.id == again.id == notification_id("order-delayed", "ORD-1", "C1", "sms", "o1")
+    assert run(decider, order_delayed(event_id="o2"))[0][0].id != first.id
+
+
+def test_notifications_match_their_schema(decider, schemas):
+    decider.directory.upsert(customer("C1", tier="premium"))
+    sent, _ = run(decider, outage())
+    assert len(sent) == 2
+    for n in sent:
+        assert schemas.problems("notification.json", n.to_dict()) == []

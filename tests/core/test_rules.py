@@ -1,0 +1,126 @@
+"""Rules load with line numbers, and every mistake ops can make is named with its line."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from streams.core.rules import check_rules, load_rules
+from streams.errors import RulesInvalid
+from streams.settings import ROOT
+from tests.conftest import write
+
+GOOD = """\
+version: 1
+rules:
+  - id: order-delayed
+    on: order.delayed
+    when: "event.data.new_eta > event.data.old_eta"
+    channels: [sms, email]
+    template: order_delayed
+"""
+
+
+def problems_for(tmp_path, text, renderer, schemas):
+    path = write(tmp_path / "rules.yaml", textwrap.dedent(text))
+    ruleset, problems = check_rules(path, renderer, schemas)
+    return ruleset, [(p.line, p.message) for p in problems], path
+
+
+def test_shipped_rules_are_valid(renderer, schemas):
+    ruleset = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
+    assert {"outage-started", "outage-resolved", "order-delayed", "cart-reminder"} <= {r.id for r in ruleset.rules}
+
+
+def test_on_key_is_a_string_not_yaml_1_1_true(tmp_path, renderer, schemas):
+    ruleset, problems, _ = problems_for(tmp_path, GOOD, renderer, schemas)
+    assert problems == []
+    assert ruleset.matching("order.delayed")[0].events == ("order.delayed",)
+
+
+def test_template_typo_bad_expression_and_wrong_field_are_all_reported_with_lines(tmp_path, renderer, schemas):
+    text = """\
+    version: 1
+    rules:
+      - id: order-delayed
+        on: order.delayed
+        channels: [sms]
+        template: order_delayd
+      - id: cart-reminder
+        on: cart.updated
+        when: "event.data.total >> 5"
+        channels: [email]
+        template: cart_reminder
+      - id: order-shipped
+        on: order.shipped
+        when: "event.data.carier == 'PostNL'"
+        channels: [email]
+        template: order_shipped
+    """
+    _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    lines = {line for line, _ in problems}
+    assert lines == {6, 9, 14}, problems
+    messages = dict(problems)
+    assert "template 'order_delayd' not found (missing sms/en/order_delayd.body.j2, sms/nl/order_delayd.body.j2)" in messages[6]
+    assert "condition does not parse" in messages[9]
+    assert "no field 'carier'" in messages[14] and "carrier" in messages[14]
+
+
+def test_schema_errors_point_at_the_offending_key(tmp_path, renderer, schemas):
+    text = """\
+    version: 1
+    rules:
+      - id: order-delayed
+        on: order.delayd
+        chanels: [sms]
+        template: order_delayed
+    """
+    _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    assert (4, ) == tuple(sorted({line for line, m in problems if "order.delayd" in m}))
+    assert any("chanels" in m for _, m in problems)
+
+
+def test_duplicate_ids_and_duplicate_yaml_keys(tmp_path, renderer, schemas):
+    _, problems, _ = problems_for(tmp_path, GOOD + GOOD.split("rules:\n")[1], renderer, schemas)
+    assert problems and problems[0][0] == 8 and "used twice" in problems[0][1]
+    _, problems, _ = problems_for(tmp_path, "version: 1\nversion: 1\nrules: []\n", renderer, schemas)
+    assert problems[0][0] == 2 and "YAML" in problems[0][1]
+
+
+def test_wrong_customer_field_in_condition(tmp_path, renderer, schemas):
+    text = GOOD.replace("event.data.new_eta > event.data.old_eta", "customer.tiers == 'premium'")
+    _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    assert problems == [(5, "rule 'order-delayed': condition uses customer.tiers: no field 'tiers' "
+                            "(known: consents, critical, email, id, locale, name, node_id, phone, postcode, tier, timezone)")]
+
+
+def test_template_with_unknown_field_names_the_template_file_and_line(tmp_path, renderer, schemas):
+    from streams.core.render import Renderer
+
+    templates = tmp_path / "templates"
+    write(templates / "sms/nl/order_delayed.body.j2", "Hallo {{ customer.name }},\n{{ event.data.new_etaa }}")
+    write(templates / "sms/en/order_delayed.body.j2", "Hi {{ event.data.new_eta }}")
+    path = write(tmp_path / "rules.yaml", GOOD.replace("[sms, email]", "[sms]"))
+    _, problems = check_rules(path, Renderer(templates), schemas)
+    assert len(problems) == 1
+    assert problems[0].file.endswith("sms/nl/order_delayed.body.j2") and problems[0].line == 2
+    assert "no field 'new_etaa'" in problems[0].message
+
+
+def test_load_rules_raises_with_every_problem(tmp_path, renderer, schemas):
+    path = write(tmp_path / "rules.yaml", "version: 2\nrules: []\n")
+    with pytest.raises(RulesInvalid) as caught:
+        load_rules(path, renderer, schemas)
+    assert len(caught.value.problems) == 2
+    assert str(caught.value).startswith(str(path))
+
+
+def test_tier_overrides(tmp_path, renderer, schemas):
+    text = GOOD + "    tiers:\n      basic: {channels: [email]}\n      premium: {enabled: false}\n"
+    ruleset, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    assert problems == []
+    rule = ruleset.rules[0]
+    assert rule.plan_for("basic").channels == ("email",)
+    assert rule.plan_for("standard").channels == ("sms", "email")
+    assert rule.plan_for("premium").enabled is False

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.kafka_tools import ensure_topics
+from streams.process import WorkerProcess
+from streams.settings import Settings
+
+
+@pytest.fixture
+def broker():
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def settings(broker) -> Settings:
+    settings = Settings.from_env()
+    ensure_topics(broker.bootstrap, settings.topics.all(), settings.partitions)
+    return settings
+
+
+@pytest.fixture
+def start_worker(broker, settings, tmp_path):
+    """Start worker processes on the test's broker; every one is stopped at the end."""
+    started: list[WorkerProcess] = []
+    app_id = f"forewarn-test-{uuid.uuid4().hex[:8]}"
+
+    def start(**env: str) -> WorkerProcess:
+        base = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
+                "FOREWARN_OUTBOX": str(tmp_path / "outbox"), "FOREWARN_METRICS_PORT": str(free_port())}
+        worker = WorkerProcess({**base, **env}, tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    start.app_id = app_id
+    yield start
+    for worker in started:
+        worker.kill()

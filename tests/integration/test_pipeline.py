@@ -1,0 +1,98 @@
+"""A real faust worker on the embedded broker: events in, outbox and dead letters out."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.cli import _load_customers
+from streams.core.config import load_config
+from streams.kafka_tools import produce_json, read_topic, wait_drained
+from streams.settings import ROOT
+from streams.simulate import simulate
+
+pytestmark = pytest.mark.broker
+DEMO = ROOT / "config" / "demo"
+IN_OUTAGE = {"C1001", "C1002", "C1003", "C1004", "C1005", "C1006"}
+
+
+def replay(bootstrap: str, settings, lines: list[bytes]) -> None:
+    by_topic: dict[str, list[bytes]] = {}
+    for line in lines:
+        try:
+            topic = settings.topics.for_event_type(orjson.loads(line)["type"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            topic = settings.topics.orders
+        by_topic.setdefault(topic, []).append(line)
+    for topic, batch in by_topic.items():
+        produce_json(bootstrap, topic, ((None, line) for line in batch))
+
+
+def drain(broker, settings, app_id, worker, timeout=90.0) -> None:
+    topics = (*settings.topics.source(), settings.topics.events, settings.topics.notifications)
+    assert wait_drained(broker.bootstrap, app_id, topics, timeout), worker.log()[-3000:]
+
+
+def outbox_lines(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "outbox" / "notifications.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def comparable(notification: dict) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in notification.items() if k != "created_at"))
+
+
+def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, settings, start_worker, tmp_path):
+    worker = start_worker()
+    _load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
+    drain(broker, settings, start_worker.app_id, worker)
+    replay(broker.bootstrap, settings, DEMO.joinpath("events.jsonl").read_bytes().splitlines())
+    drain(broker, settings, start_worker.app_id, worker)
+
+    sent = outbox_lines(tmp_path)
+    started = {n["customer_id"] for n in sent if n["rule"] == "outage-started"}
+    assert started == IN_OUTAGE
+    assert {n["locale"] for n in sent} == {"nl", "en"}
+    assert {n["channel"] for n in sent} == {"sms", "email"}
+    assert {"order-delayed", "cart-reminder", "outage-resolved"} <= {n["rule"] for n in sent}
+    emails = [n for n in sent if n["channel"] == "email"]
+    for n in emails:
+        assert (tmp_path / "outbox" / "email" / f"{n['id']}.eml").exists()
+    deliveries = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, settings.topics.deliveries)]
+    assert {d["notification_id"] for d in deliveries} == {n["id"] for n in sent}
+
+    config = load_config(settings)
+    simulate(config, DEMO / "customers.jsonl", DEMO / "events.jsonl", tmp_path / "sim")
+    simulated = [orjson.loads(line) for line in (tmp_path / "sim" / "notifications.jsonl").read_bytes().splitlines()]
+    assert sorted(map(comparable, sent)) == sorted(map(comparable, simulated))
+
+
+def test_garbage_and_invalid_events_reach_deadletter_while_valid_ones_flow(broker, settings, start_worker, tmp_path):
+    worker = start_worker()
+    _load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
+    valid = orjson.loads(next(line for line in DEMO.joinpath("events.jsonl").read_bytes().splitlines()
+                              if b'"order.delayed"' in line))
+    bad = [
+        b"\x00\xffnot json at all",
+        b'{"id": "x1", "type": "order.delayed", "occurred_at": "2026-11-25T14:00:00", "customer_id": "C1", "data": {}}',
+        b'{"id": "x2", "type": "order.exploded", "occurred_at": "2026-11-25T14:00:00+01:00", "data": {}}',
+        b"[1, 2, 3]",
+    ]
+    produce_json(broker.bootstrap, settings.topics.orders,
+                 [(None, bad[0]), (None, bad[1]), (None, orjson.dumps(valid)), (None, bad[2]), (None, bad[3])])
+    drain(broker, settings, start_worker.app_id, worker)
+
+    dead = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, settings.topics.deadletter)]
+    assert sorted(base64.b64decode(d["value_b64"]) for d in dead) == sorted(bad)
+    reasons = {base64.b64decode(d["value_b64"]): d["reason"] for d in dead}
+    assert reasons[bad[0]].startswith("not JSON")
+    assert "schema" in reasons[bad[1]]
+    assert "unknown event type" in reasons[bad[2]]
+    assert "JSON object" in reasons[bad[3]]
+    assert all(d["topic"] == settings.topics.orders and d["offset"] >= 0 for d in dead)
+    assert [n["rule"] for n in outbox_lines(tmp_path)] == ["order-delayed"]
+    assert worker.running
