@@ -30,6 +30,8 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     web_enabled=False,
+    key_serializer="json",  # table keys come back from the changelog as the str they were
+    value_serializer="json",
 )
 
 
@@ -44,10 +46,8 @@ suppressed_topic = raw_topic(settings.topics.suppressed)
 deliveries_topic = raw_topic(settings.topics.deliveries)
 deadletter_topic = raw_topic(settings.topics.deadletter)
 
-customers_table = app.Table("customers", partitions=settings.partitions, key_serializer="raw",
-                            value_serializer="json")
-outages_table = app.Table("outages", partitions=settings.partitions, key_serializer="raw",
-                          value_serializer="json")
+customers_table = app.Table("customers", partitions=settings.partitions)
+outages_table = app.Table("outages", partitions=settings.partitions)
 
 
 

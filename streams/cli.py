@@ -18,7 +18,7 @@ from rich.table import Table
 
 from streams.settings import ROOT, Settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True,
+cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Tell customers about a problem before they notice it.")
 rules_cli = typer.Typer(no_args_is_help=True, help="Check the rules file.")
 cli.add_typer(rules_cli, name="rules")
@@ -64,22 +64,12 @@ def worker() -> None:
 @cli.command()
 def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Send each line of a JSON Lines file to TOPIC, as it is (invalid lines too: they reach deadletter)."""
-    from streams.kafka_tools import produce_json
+    from streams.kafka_tools import event_key, produce_json
 
     settings = _configured_broker()
     lines = [line for line in file.read_bytes().splitlines() if line.strip()]
-    sent = produce_json(settings.bootstrap_servers, topic, ((_key_of(line), line) for line in lines))
+    sent = produce_json(settings.bootstrap_servers, topic, ((event_key(line), line) for line in lines))
     console.print(f"sent {sent} messages to {topic}")
-
-
-def _key_of(line: bytes) -> str | None:
-    try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict):
-        return None
-    return event.get("customer_id") or (event.get("data") or {}).get("outage_id")
 
 
 @cli.command("load-customers")

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.broker import EmbeddedBroker, free_port
-from streams.kafka_tools import ensure_topics, produce_json, read_topic, wait_drained
+from streams.kafka_tools import ensure_topics, read_topic, replay_events, wait_drained
 from streams.privacy import mask
 from streams.process import WorkerProcess
 from streams.settings import Settings
@@ -34,17 +34,13 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
             sent, _ = _load_customers(broker.bootstrap, topics.customers, customers)
             console.print(f"[bold]2.[/bold] worker started; {sent} customers sent to '{topics.customers}'")
             pipeline = (*topics.source(), topics.events, topics.notifications)
-            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout):
-                raise SystemExit(f"the worker did not take in the customers within {timeout:.0f} s; log: {log_path}")
+            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running):
+                raise SystemExit(f"the worker stopped or did not take in the customers within {timeout:.0f} s; log: {log_path}")
             console.print(f"   directory filled after {time.monotonic() - started:.1f} s")
-            by_topic: dict[str, list[bytes]] = {}
-            for line in events.read_bytes().splitlines():
-                if line.strip():
-                    by_topic.setdefault(topics.for_event_type(orjson.loads(line)["type"]), []).append(line)
-            for topic, lines in by_topic.items():
-                produce_json(broker.bootstrap, topic, ((None, line) for line in lines))
-            console.print(f"[bold]3.[/bold] replayed {sum(map(len, by_topic.values()))} events from {events}")
-            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout):
+            lines = [line for line in events.read_bytes().splitlines() if line.strip()]
+            replayed = replay_events(broker.bootstrap, topics.for_event_type, lines, topics.orders)
+            console.print(f"[bold]3.[/bold] replayed {replayed} events from {events}")
+            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running):
                 raise SystemExit(f"the pipeline did not drain within {timeout:.0f} s; log: {log_path}")
             suppressed = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, topics.suppressed)]
             dead = read_topic(broker.bootstrap, topics.deadletter)
@@ -54,11 +50,14 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
 
 
 def _show(console: Console, outbox: Path, suppressed: list[dict], dead: int, log_path: Path) -> None:
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 160))
     path = outbox / "notifications.jsonl"
     sent = [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
     table = Table(title=f"{len(sent)} notifications sent to the outbox")
-    for column in ("rule", "channel", "customer", "to", "lang", "message"):
-        table.add_column(column, overflow="fold")
+    for column in ("rule", "channel", "customer", "to", "lang"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message (SMS text / email subject)", overflow="fold", min_width=40)
     for item in sorted(sent, key=lambda n: (n["rule"], n["customer_id"], n["channel"])):
         text = item["subject"] if item["channel"] == "email" else item["body"]
         table.add_row(item["rule"], item["channel"], item["customer_id"], mask(item["to"]), item["locale"], text)

@@ -8,7 +8,7 @@ Kafka since 2.5 speaks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -33,8 +33,7 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> Non
 
 
 def producer(bootstrap: str, **options: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, acks="all",
-                         linger_ms=5, **options)
+    return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, **{"acks": "all", "linger_ms": 5, **options})
 
 
 def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> int:
@@ -97,12 +96,15 @@ def lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
 
 
 def wait_drained(bootstrap: str, group: str, topics: Iterable[str], timeout: float,
-                 settle: float = 1.5) -> bool:
-    """True once ``group`` has committed everything on ``topics`` and stayed so for ``settle`` s."""
+                 settle: float = 1.5, alive: Callable[[], bool] = lambda: True) -> bool:
+    """True once ``group`` has committed everything on ``topics`` and stayed so for ``settle`` s.
+
+    False on time-out, or as soon as ``alive()`` says the consumer is gone.
+    """
     topics = tuple(topics)
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive():
         if lag(bootstrap, group, topics) == 0:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= settle:
@@ -111,3 +113,29 @@ def wait_drained(bootstrap: str, group: str, topics: Iterable[str], timeout: flo
             quiet_since = None
         time.sleep(0.5)
     return False
+
+
+def event_key(line: bytes) -> str | None:
+    """The key that keeps one customer's (or one outage's) events in order: same key, same partition."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    data = event.get("data")
+    return event.get("customer_id") or (data.get("outage_id") if isinstance(data, dict) else None)
+
+
+def replay_events(bootstrap: str, topic_for: Callable[[str], str], lines: Iterable[bytes],
+                  fallback_topic: str) -> int:
+    """Send event lines to the topic of their type, keyed; unreadable lines go to ``fallback_topic``."""
+    by_topic: dict[str, list[bytes]] = {}
+    for line in lines:
+        try:
+            topic = topic_for(orjson.loads(line)["type"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            topic = fallback_topic
+        by_topic.setdefault(topic, []).append(line)
+    return sum(produce_json(bootstrap, topic, ((event_key(line), line) for line in batch))
+               for topic, batch in by_topic.items())

@@ -343,8 +343,10 @@ class Renderer:
             raise
         except TemplateNotFound as exc:
             missing = exc.name if isinstance(exc.name, str) else name
-            where = "" if missing == name else f" (used by {name})"
-            raise TemplateError(f"template not found: {missing}{where}", file=self._path(missing)) from None
+            if missing == name:
+                raise TemplateError(f"template not found: {name}", file=self._path(name)) from None
+            file, line = _template_frame(exc)  # the template that extends/includes the missing one
+            raise TemplateError(f"template not found: {missing}", file=file or self._path(name), line=line) from None
         except TemplateSyntaxError as exc:
             raise TemplateError(exc.message or str(exc), file=exc.filename or self._path(name), line=exc.lineno) from None
         except SecurityError as exc:

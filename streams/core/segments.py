@@ -25,6 +25,7 @@ GSM7_BASIC = frozenset(
 )
 # Reachable through the escape; each costs two septets.
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+_GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 
 GSM7_SINGLE, GSM7_PART = 160, 153
 UCS2_SINGLE, UCS2_PART = 70, 67
@@ -64,13 +65,9 @@ def _parts(text: str, cost, size: int) -> int:
 
 def count_segments(text: str) -> SmsSegments:
     """Encoding, units and segments of ``text``; an empty text still bills one segment."""
-    septets = 0
-    for ch in text:
-        c = _gsm7_cost(ch)
-        if not c:
-            break
-        septets += c
-    else:
+    present = set(text)
+    if present <= _GSM7_ALL:
+        septets = len(text) + sum(text.count(ch) for ch in present & GSM7_EXTENSION)
         if septets <= GSM7_SINGLE:
             return SmsSegments("GSM-7", septets, 1, len(text))
         return SmsSegments("GSM-7", septets, _parts(text, _gsm7_cost, GSM7_PART), len(text))

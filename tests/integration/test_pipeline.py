@@ -11,7 +11,7 @@ import pytest
 
 from streams.cli import _load_customers
 from streams.core.config import load_config
-from streams.kafka_tools import produce_json, read_topic, wait_drained
+from streams.kafka_tools import produce_json, read_topic, replay_events, wait_drained
 from streams.settings import ROOT
 from streams.simulate import simulate
 
@@ -21,15 +21,7 @@ IN_OUTAGE = {"C1001", "C1002", "C1003", "C1004", "C1005", "C1006"}
 
 
 def replay(bootstrap: str, settings, lines: list[bytes]) -> None:
-    by_topic: dict[str, list[bytes]] = {}
-    for line in lines:
-        try:
-            topic = settings.topics.for_event_type(orjson.loads(line)["type"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            topic = settings.topics.orders
-        by_topic.setdefault(topic, []).append(line)
-    for topic, batch in by_topic.items():
-        produce_json(bootstrap, topic, ((None, line) for line in batch))
+    replay_events(bootstrap, settings.topics.for_event_type, lines, settings.topics.orders)
 
 
 def drain(broker, settings, app_id, worker, timeout=90.0) -> None:
