@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.request import urlopen
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, 
         assert (tmp_path / "outbox" / "email" / f"{n['id']}.eml").exists()
     deliveries = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, settings.topics.deliveries)]
     assert {d["notification_id"] for d in deliveries} == {n["id"] for n in sent}
+
+    metrics = urlopen(f"http://127.0.0.1:{worker.env['FOREWARN_METRICS_PORT']}/metrics", timeout=5).read().decode()
+    assert 'forewarn_events_consumed_total{topic="outages"} 3.0' in metrics
+    assert f'forewarn_notifications_total{{channel="sms",rule="outage-started"}}' in metrics
+    assert "forewarn_processing_seconds_bucket" in metrics
+
+    log = worker.log()
+    for customer in map(orjson.loads, DEMO.joinpath("customers.jsonl").read_bytes().splitlines()):
+        assert customer["phone"] not in log and customer["email"] not in log
 
     config = load_config(settings)
     simulate(config, DEMO / "customers.jsonl", DEMO / "events.jsonl", tmp_path / "sim")
