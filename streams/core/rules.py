@@ -202,8 +202,8 @@ class _Checker:
 
     def _condition(self, rule: Rule, line: int) -> Rule:
         try:
-            tree = self.renderer.env.parse("{{ (" + rule.when + ") }}")
             compiled = self.renderer.compile_expression(rule.when)
+            tree = self.renderer.env.parse("{{ (" + rule.when + ") }}")
         except (TemplateSyntaxError, TemplateError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             self.problem(f"rule '{rule.id}': condition does not parse: {message}", line)
