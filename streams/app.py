@@ -1,8 +1,10 @@
 """The faust app: topics, tables and agents. ``faust -A streams.app worker`` works too.
 
 Data path: source topics -> ``ingest`` (validate, dead-letter, route by
-customer) -> ``forewarn-events`` -> ``decide`` (rules, render) ->
+customer) -> ``forewarn-events`` -> ``decide`` (rules, policy, render) ->
 ``notifications`` / ``suppressed`` -> ``dispatch`` (channel) -> ``deliveries``.
+Pending messages (waits, deferrals) come back to ``decide`` through
+``forewarn-due`` when they fall due; see ``streams.core.schedule``.
 
 Settings that hold up: every agent at concurrency 1 (a higher one can commit
 past an unprocessed message, faust issue 606); at-least-once; tables in memory
@@ -41,6 +43,8 @@ def raw_topic(name: str) -> faust.TopicT:
 
 source_topics = app.topic(*settings.topics.source(), key_serializer="raw", value_serializer="raw")
 events_topic = raw_topic(settings.topics.events)
+due_topic = raw_topic(settings.topics.due)
+decide_input = app.topic(settings.topics.events, settings.topics.due, key_serializer="raw", value_serializer="raw")
 notifications_topic = raw_topic(settings.topics.notifications)
 suppressed_topic = raw_topic(settings.topics.suppressed)
 deliveries_topic = raw_topic(settings.topics.deliveries)
@@ -48,6 +52,7 @@ deadletter_topic = raw_topic(settings.topics.deadletter)
 
 customers_table = app.Table("customers", partitions=settings.partitions)
 outages_table = app.Table("outages", partitions=settings.partitions)
+states_table = app.Table("states", partitions=settings.partitions)
 
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.broker import EmbeddedBroker, free_port
-from streams.kafka_tools import ensure_topics, read_topic, replay_events, wait_drained
+from streams.kafka_tools import ensure_topics, read_topic, replay_in_order, wait_drained
 from streams.privacy import mask
 from streams.process import WorkerProcess
 from streams.settings import Settings
@@ -28,19 +28,24 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
         ensure_topics(broker.bootstrap, topics.all(), settings.partitions)
         log_path = Path(tempfile.gettempdir()) / f"forewarn-demo-worker-{broker.port}.log"
         worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_OUTBOX": str(outbox),
-                                "FOREWARN_METRICS_PORT": str(free_port())}, log_path).start()
+                                "FOREWARN_METRICS_PORT": str(free_port()),
+                                # The demo's events are from one afternoon: decide on their time, as the simulator does.
+                                "FOREWARN_CLOCK": "event"}, log_path).start()
         started = time.monotonic()
         try:
             sent, _ = _load_customers(broker.bootstrap, topics.customers, customers)
             console.print(f"[bold]2.[/bold] worker started; {sent} customers sent to '{topics.customers}'")
-            pipeline = (*topics.source(), topics.events, topics.notifications)
+            pipeline = (*topics.source(), topics.events, topics.due, topics.notifications)
             if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running):
                 raise SystemExit(f"the worker stopped or did not take in the customers within {timeout:.0f} s; log: {log_path}")
             console.print(f"   directory filled after {time.monotonic() - started:.1f} s")
             lines = [line for line in events.read_bytes().splitlines() if line.strip()]
-            replayed = replay_events(broker.bootstrap, topics.for_event_type, lines, topics.orders)
+            replayed = replay_in_order(broker.bootstrap, topics.for_event_type, lines, topics.orders,
+                                       ingested=(topics.events, topics.deadletter))
             console.print(f"[bold]3.[/bold] replayed {replayed} events from {events}")
-            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running):
+            # Quiet for longer than the worker's idle time: by then it has decided what was still pending.
+            if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running,
+                                settle=settings.event_idle + 3):
                 raise SystemExit(f"the pipeline did not drain within {timeout:.0f} s; log: {log_path}")
             suppressed = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, topics.suppressed)]
             dead = read_topic(broker.bootstrap, topics.deadletter)

@@ -139,3 +139,42 @@ def replay_events(bootstrap: str, topic_for: Callable[[str], str], lines: Iterab
         by_topic.setdefault(topic, []).append(line)
     return sum(produce_json(bootstrap, topic, ((event_key(line), line) for line in batch))
                for topic, batch in by_topic.items())
+
+
+def total_end_offset(consumer: KafkaConsumer, topics: Iterable[str]) -> int:
+    partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    return sum(consumer.end_offsets(partitions).values())
+
+
+def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iterable[bytes], fallback_topic: str,
+                    ingested: Iterable[str], timeout: float = 30.0) -> int:
+    """Send event lines one at a time, each only after the worker has taken in the one before.
+
+    Events of one type share a topic but different types do not, and a consumer
+    reads its topics in no fixed order; a replay that must be decided in the
+    order of the file (the demo, the simulation parity test) waits until the
+    previous event has come out of ingest on one of the ``ingested`` topics.
+    """
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+    sender = producer(bootstrap, linger_ms=0)
+    sent = 0
+    try:
+        ingested = tuple(ingested)
+        for line in lines:
+            try:
+                topic = topic_for(orjson.loads(line)["type"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                topic = fallback_topic
+            before = total_end_offset(watcher, ingested)
+            sender.send(topic, key=(event_key(line) or "").encode() or None, value=line)
+            sender.flush()
+            sent += 1
+            deadline = time.monotonic() + timeout
+            while total_end_offset(watcher, ingested) == before:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"event {sent} was not taken in within {timeout} s")
+                time.sleep(0.01)
+    finally:
+        sender.close()
+        watcher.close()
+    return sent

@@ -32,6 +32,7 @@ class Topics:
     outages: str = "outages"
     customers: str = "customers"
     events: str = "forewarn-events"
+    due: str = "forewarn-due"
     notifications: str = "notifications"
     suppressed: str = "suppressed"
     deliveries: str = "deliveries"
@@ -71,6 +72,9 @@ class Settings:
     status_url: str = "https://status.example.nl"
     session_timeout: float = 10.0
     log_level: str = "info"
+    clock: str = "wall"
+    event_lateness: float = 3600.0
+    event_idle: float = 3.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -90,4 +94,7 @@ class Settings:
             status_url=_env("FOREWARN_STATUS_URL", cls.status_url),
             session_timeout=float(_env("FOREWARN_SESSION_TIMEOUT", str(cls.session_timeout))),
             log_level=_env("FOREWARN_LOG_LEVEL", cls.log_level),
+            clock=_env("FOREWARN_CLOCK", cls.clock),
+            event_lateness=float(_env("FOREWARN_EVENT_LATENESS", str(cls.event_lateness))),
+            event_idle=float(_env("FOREWARN_EVENT_IDLE", str(cls.event_idle))),
         )

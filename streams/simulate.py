@@ -1,6 +1,8 @@
 """Run the decision core over files, on event time, with no broker.
 
-Ops replay events against changed rules and read what would have been sent
+Time is the events' own: before each event, every pending message due by then
+is decided at its due time; what is still pending after the last event is
+decided at its due time too. Ops replay events against changed rules and read what would have been sent
 (``notifications.jsonl``), held back (``suppressed.jsonl``) and refused as
 invalid input (``rejected.jsonl``). It is the same Decider the worker runs.
 """
@@ -43,6 +45,7 @@ class SimulationReport:
     rejected: int = 0
     rules: dict[str, RuleTally] = field(default_factory=lambda: defaultdict(RuleTally))
     per_customer: Counter = field(default_factory=Counter)
+    finished_at: datetime | None = None
 
 
 class _Outputs:
@@ -64,6 +67,20 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
     report = SimulationReport()
     decider = Decider(config.rules, config.renderer, CustomerDirectory())
     outputs = _Outputs(out)
+    watermark: datetime | None = None
+
+    def count(outcomes) -> None:
+        for outcome in outcomes:
+            tally = report.rules[outcome.rule]
+            if isinstance(outcome, Notification):
+                tally.sent += 1
+                tally.per_customer[outcome.customer_id] += 1
+                report.per_customer[outcome.customer_id] += 1
+                outputs.write("notifications", outcome.to_dict())
+            else:
+                tally.suppressed[outcome.reason] += 1
+                outputs.write("suppressed", outcome.to_dict())
+
     try:
         for line, record, reason in read_customer_rows(customers):
             try:
@@ -88,16 +105,14 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
                     outputs.write("rejected", {"file": str(events), "line": line, "reason": str(exc)})
                     continue
                 report.events += 1
-                for outcome in decider.handle(event, parse_timestamp(event["occurred_at"])):
-                    tally = report.rules[outcome.rule]
-                    if isinstance(outcome, Notification):
-                        tally.sent += 1
-                        tally.per_customer[outcome.customer_id] += 1
-                        report.per_customer[outcome.customer_id] += 1
-                        outputs.write("notifications", outcome.to_dict())
-                    else:
-                        tally.suppressed[outcome.reason] += 1
-                        outputs.write("suppressed", outcome.to_dict())
+                moment = parse_timestamp(event["occurred_at"])
+                watermark = moment if watermark is None else max(watermark, moment)
+                count(decider.fire_due(watermark))
+                count(decider.handle(event, watermark))
+        # What is still pending when the events run out is decided at its own due time.
+        while (next_at := decider.due.next_at()) is not None:
+            count(decider.fire_due(next_at))
+            report.finished_at = next_at
     finally:
         outputs.close()
     return report

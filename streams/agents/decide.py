@@ -1,26 +1,48 @@
-"""Hop 2: apply each routed event to the directory and decide who hears what.
+"""Hop 2: apply each routed event to the state and decide who hears what, and when.
 
 The decision itself is ``streams.core.decide.Decider``, the same code the
-simulator runs; this module only feeds it and produces its outcomes.
+simulator runs; this module only feeds it, fires its timers and produces its
+outcomes. One agent reads both ``forewarn-events`` and ``forewarn-due`` so that
+every change to a customer's state is made by one coroutine, in order.
+
+Clock: ``FOREWARN_CLOCK=wall`` (production) decides on wall-clock time and a
+timer fires pending messages. ``event`` (replays, the demo, tests) decides on
+the events' own time, like the simulator: the time is the latest event time
+seen, and before each event what fell due more than ``FOREWARN_EVENT_LATENESS``
+seconds ago is decided, so that events arriving slightly out of order across
+topics are still taken into account. When no event has come for
+``FOREWARN_EVENT_IDLE`` seconds the replay is over: everything still pending is
+decided at its own due time, as the simulator does after its last event.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
 from streams.agents.sending import Sends
-from streams.app import app, customers_table, events_topic, notifications_topic, outages_table, settings, suppressed_topic
+from streams.app import (app, customers_table, decide_input, due_topic, notifications_topic, outages_table,
+                         settings, states_table, suppressed_topic)
 from streams.core.config import load_config
-from streams.core.decide import Decider, Notification
-from streams.core.directory import CustomerDirectory
+from streams.core.decide import Decider, Notification, event_time
+from streams.core.directory import CustomerDirectory, owner_partition
+from streams.core.schedule import Due
 from streams.metrics import NOTIFICATIONS, PROCESSING_SECONDS, SUPPRESSED
 
 config = load_config(settings)
 directory = CustomerDirectory(customers_table)
-decider = Decider(config.rules, config.renderer, directory, outages_table)
+decider = Decider(config.rules, config.renderer, directory, outages_table, states_table)
+clock = {"watermark": None, "last_event": time.monotonic()}
+
+
+def owned_partitions() -> set[int]:
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topics.events}
+
+
+def owned_by(partitions: set[int]):
+    return lambda customer_id: owner_partition(customer_id, settings.partitions) in partitions
 
 
 @customers_table.on_recover
@@ -28,20 +50,58 @@ async def rebuild_area_index() -> None:
     directory.rebuild_index()
 
 
-@app.agent(events_topic, concurrency=1)
+@states_table.on_recover
+async def rebuild_due_index() -> None:
+    decider.rebuild_due_index(owned_by(owned_partitions()))
+
+
+@app.timer(interval=1.0)
+async def fire_due() -> None:
+    """Hand what is due to the decide agent through ``forewarn-due``; this timer writes no table."""
+    if settings.clock == "wall":
+        until = datetime.now(timezone.utc)
+    elif time.monotonic() - clock["last_event"] >= settings.event_idle:
+        until = datetime.max.replace(tzinfo=timezone.utc)  # the replay is over: time runs on
+    else:
+        return
+    for due in decider.due.pop_due(until, owned_by(owned_partitions())):
+        record = {"customer_id": due.customer_id, "pending_id": due.pending_id, "version": due.version, "at": due.at}
+        await due_topic.send(key=due.customer_id.encode(), value=orjson.dumps(record),
+                             partition=owner_partition(due.customer_id, settings.partitions))
+
+
+async def emit(sends: Sends, outcomes) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, Notification):
+            NOTIFICATIONS.labels(outcome.rule, outcome.channel).inc()
+            await sends.send(notifications_topic, outcome.customer_id.encode(), orjson.dumps(outcome.to_dict()))
+        else:
+            SUPPRESSED.labels(outcome.rule, outcome.reason).inc()
+            await sends.send(suppressed_topic, (outcome.customer_id or "").encode(), orjson.dumps(outcome.to_dict()))
+
+
+@app.agent(decide_input, concurrency=1)
 async def decide(stream):
     sends = Sends()
     async for event in stream.events():
         started = time.perf_counter()
         payload = orjson.loads(event.value)
-        outcomes = decider.handle(payload, datetime.now(timezone.utc),
-                                  partition=event.message.partition, partitions=settings.partitions)
-        for outcome in outcomes:
-            if isinstance(outcome, Notification):
-                NOTIFICATIONS.labels(outcome.rule, outcome.channel).inc()
-                await sends.send(notifications_topic, outcome.customer_id.encode(), orjson.dumps(outcome.to_dict()))
+        partition = event.message.partition
+        if event.message.topic == settings.topics.due:
+            due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
+            now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
+            await emit(sends, decider.fire(due, now))
+            kind = "due"
+        else:
+            if settings.clock == "event":
+                clock["last_event"] = time.monotonic()
+                now = max(clock["watermark"] or event_time(payload), event_time(payload))
+                clock["watermark"] = now
+                late = now - timedelta(seconds=settings.event_lateness)
+                await emit(sends, decider.fire_due(late, owned_by({partition})))
             else:
-                SUPPRESSED.labels(outcome.rule, outcome.reason).inc()
-                await sends.send(suppressed_topic, (outcome.customer_id or "").encode(), orjson.dumps(outcome.to_dict()))
+                now = datetime.now(timezone.utc)
+            await emit(sends, decider.handle(payload, now, partition=partition, partitions=settings.partitions))
+            kind = payload["type"]
         await sends.flush()
-        PROCESSING_SECONDS.labels(payload["type"]).observe(time.perf_counter() - started)
+        PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)

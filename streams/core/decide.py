@@ -1,9 +1,15 @@
 """The decision core: one event in, the notifications and suppressions it causes out.
 
 Pure Python: the faust worker and the simulator run exactly this code, the one
-with wall-clock time and tables, the other with event time and dicts. Outcomes
+with tables and wall-clock time, the other with dicts and event time. Outcomes
 are yielded one by one so that a fan-out to many customers never has to hold
 the whole audience in memory.
+
+Each customer has one state record (in ``states``) holding everything restraint
+needs: pending messages (waits, coalescing, quiet-hours deferrals), the contact
+history for caps, the ledger of notification ids already emitted, cancellations
+seen, and the outages the customer was told about. One record per customer
+keeps all of a customer's state in the partition that owns the customer.
 """
 
 from __future__ import annotations
@@ -11,15 +17,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from streams.core.directory import Customer, CustomerDirectory
+from streams.core.directory import Customer, CustomerDirectory, owner_partition
 from streams.core.render import Renderer
 from streams.core.rules import LOCALES, Rule, RuleSet
+from streams.core.schedule import Due, DueIndex
 from streams.errors import TemplateError
 
 ADDRESS_FIELD = {"sms": "phone", "email": "email"}
+LEDGER_KEEP = timedelta(days=30)
+CANCEL_KEEP = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -78,17 +87,67 @@ def outage_state_key(event: dict[str, Any], partition: int | None) -> str:
     return outage_id if partition is None else f"{partition}/{outage_id}"
 
 
+def event_time(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def new_state() -> dict[str, Any]:
+    return {"pending": {}, "sent": [], "ledger": {}, "cancels": {}, "outages": {}}
+
+
+def reachable(channels, customer: Customer, mode: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The channels to use for this customer, and why the others cannot be."""
+    chosen, refusals = [], []
+    for channel in channels:
+        if not customer.get("consents", {}).get(channel, False):
+            refusals.append((channel, "no_consent"))
+        elif not customer.get(ADDRESS_FIELD[channel]):
+            refusals.append((channel, "no_contact_address"))
+        else:
+            chosen.append(channel)
+            if mode == "first":
+                break
+    return chosen, refusals
+
+
+@dataclass
+class _Trigger:
+    """One reason to message one customer: the rule, the key, the (latest) event and all events folded in."""
+
+    rule: Rule
+    key: str
+    event: dict[str, Any]
+    event_ids: list[str]
+    occurrence: str
+    from_pending: bool = False
+    outage_key: str | None = None
+
+
 class Decider:
     def __init__(self, rules: RuleSet, renderer: Renderer, directory: CustomerDirectory,
-                 outages: MutableMapping[str, dict[str, Any]] | None = None):
+                 outages: MutableMapping[str, dict[str, Any]] | None = None,
+                 states: MutableMapping[str, dict[str, Any]] | None = None,
+                 due: DueIndex | None = None):
         self.rules = rules
         self.renderer = renderer
         self.directory = directory
         self.outages: MutableMapping[str, dict[str, Any]] = outages if outages is not None else {}
+        self.states: MutableMapping[str, dict[str, Any]] = states if states is not None else {}
+        self.due = due if due is not None else DueIndex()
+
+    # -- entry points -------------------------------------------------------------------------
 
     def handle(self, event: dict[str, Any], now: datetime,
                partition: int | None = None, partitions: int = 1) -> Iterator[Outcome]:
-        """Apply ``event`` to the state and yield what it causes.
+        """Apply ``event`` to the state and yield what it causes now.
 
         ``partition``/``partitions`` restrict an outage fan-out to the customers
         one partition owns; the worker passes them, the simulator does not.
@@ -98,86 +157,352 @@ class Decider:
             self.directory.upsert({"id": event["customer_id"], **event["data"]})
             return
         if event_type == "customer.deleted":
-            self.directory.delete(event["customer_id"])
+            self._forget(event["customer_id"])
             return
-        outage_key = outage_state_key(event, partition) if event_type.startswith("outage.") else ""
-        outage = self._track_outage(event, outage_key) if outage_key else None
-        stamp = now.isoformat()
+        outage, outage_key = None, ""
+        if event_type.startswith("outage."):
+            outage_key = outage_state_key(event, partition)
+            outage = self._track_outage(event, outage_key)
+        stamp = _iso(now)
+        for rule in self.rules.cancelled_by(event_type):
+            yield from self._cancel(rule, event, outage, stamp, partition, partitions)
         for rule in self.rules.matching(event_type):
             key = rule.key_of(event)
-            if rule.audience == "area":
-                audience = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()),
-                                                   partition, partitions) if outage else iter(())
-                extra = {"outage": outage}
-            else:
+            if rule.audience == "customer":
                 customer = self.directory.get(event.get("customer_id"))
                 if customer is None:
                     yield Suppression(rule.id, event.get("customer_id"), "unknown_customer", event["id"], stamp, key=key)
                     continue
-                audience, extra = iter((customer,)), None
+                audience: Iterator[Customer] = iter((customer,))
+            elif outage is None or (outage.get("resolved") and event_type != "outage.resolved"):
+                continue  # an update or a late start for an outage already over: nobody to tell
+            else:
+                audience = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()),
+                                                   partition, partitions)
             for customer in audience:
-                yield from self._for_customer(rule, key, event, customer, stamp, extra)
-        if event_type == "outage.resolved":
-            self.outages.pop(outage_key, None)
+                trigger = _Trigger(rule, key, event, [event["id"]], event["id"], outage_key=outage_key or None)
+                yield from self._trigger(trigger, customer, now)
+        if event_type == "outage.resolved" and outage is not None:
+            self._forget_outage(outage, event["data"]["outage_id"], partition, partitions)
 
-    def _track_outage(self, event: dict[str, Any], key: str) -> dict[str, Any] | None:
-        data = event["data"]
-        known = self.outages.get(key)
-        if event["type"] == "outage.started":
-            state = {k: data[k] for k in ("outage_id", "service", "areas", "nodes", "expected_end") if k in data}
-        elif known is None:
-            return None
-        else:
-            state = {**known, **{k: data[k] for k in ("areas", "nodes", "expected_end") if k in data}}
-        self.outages[key] = state
-        return state
+    def fire(self, due: Due, now: datetime) -> Iterator[Outcome]:
+        """A pending message fell due: decide on it again against current state."""
+        state = self.states.get(due.customer_id)
+        entry = (state or {}).get("pending", {}).get(due.pending_id)
+        if state is None or entry is None or entry["version"] != due.version:
+            return  # cancelled, replaced by a newer trigger, or already sent
+        del state["pending"][due.pending_id]
+        self.states[due.customer_id] = state
+        try:
+            rule = self.rules.get(entry["rule"])
+        except KeyError:
+            return  # the rule was removed from rules.yaml since
+        stamp = _iso(now)
+        customer = self.directory.get(due.customer_id)
+        if customer is None:
+            yield Suppression(rule.id, due.customer_id, "unknown_customer", entry["event"]["id"], stamp, key=entry["key"])
+            return
+        event = entry["event"]
+        if event["type"].startswith("outage."):
+            outage = self.outages.get(entry["outage_key"])
+            if outage is None or outage.get("resolved"):
+                yield Suppression(rule.id, due.customer_id, "cancelled", event["id"], stamp, key=entry["key"],
+                                  detail="the outage was over before the message was due")
+                return
+            event = {**event, "data": {**event["data"], **{k: outage[k] for k in ("expected_end", "areas", "nodes")
+                                                           if k in outage}}}
+        trigger = _Trigger(rule, entry["key"], event, entry["event_ids"], entry["occurrence"], from_pending=True,
+                           outage_key=entry.get("outage_key"))
+        yield from self._deliver(trigger, customer, now)
 
-    def _for_customer(self, rule: Rule, key: str, event: dict[str, Any], customer: Customer,
-                      stamp: str, extra: dict[str, Any] | None) -> Iterator[Outcome]:
-        plan = rule.plan_for(customer.get("tier", "standard"))
-        if not plan.enabled:
+    def fire_due(self, now: datetime, owns=lambda _: True) -> Iterator[Outcome]:
+        """Event-time mode: fire everything due by ``now``, in due order, each at its own due time."""
+        for due in self.due.pop_due(now, owns):
+            yield from self.fire(due, due.moment)
+
+    def rebuild_due_index(self, owns=lambda _: True) -> None:
+        """After recovery: the pending table is the truth, the index is derived from it."""
+        self.due.clear()
+        for customer_id, state in self.states.items():
+            if owns(customer_id):
+                for pending_id, entry in state.get("pending", {}).items():
+                    self.due.schedule(customer_id, pending_id, entry["version"], _at(entry["due"]))
+
+    # -- triggers and cancellation ----------------------------------------------------------
+
+    def _trigger(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Outcome]:
+        rule, event = trigger.rule, trigger.event
+        stamp = _iso(now)
+        if not rule.plan_for(customer.get("tier", "standard")).enabled:
             return
         if rule.condition is not None:
             try:
                 wanted = rule.condition(event=event, customer=customer)
             except Exception as exc:  # a condition from ops must never stop the worker
                 yield Suppression(rule.id, customer["id"], "condition_error", event["id"], stamp,
-                                  detail=f"{type(exc).__name__}: {exc}"[:300], key=key)
+                                  detail=f"{type(exc).__name__}: {exc}"[:300], key=trigger.key)
                 return
             if not wanted:
                 return
-        chosen, refusals = [], []
-        for channel in plan.channels:
-            if not customer.get("consents", {}).get(channel, False):
-                refusals.append((channel, "no_consent"))
-            elif not customer.get(ADDRESS_FIELD[channel]):
-                refusals.append((channel, "no_contact_address"))
-            else:
-                chosen.append(channel)
-                if plan.channel_mode == "first":
-                    break
+        state = self.states.get(customer["id"]) or new_state()
+        cancelled_at = state["cancels"].get(f"{rule.id}|{trigger.key}")
+        if cancelled_at and _at(cancelled_at) >= event_time(event):
+            yield Suppression(rule.id, customer["id"], "cancelled", event["id"], stamp, key=trigger.key,
+                              detail="a cancelling event came first (out of order)")
+            return
+        plan = rule.plan_for(customer.get("tier", "standard"))
+        if plan.wait or rule.coalesce:
+            chosen, refusals = reachable(plan.channels, customer, plan.channel_mode)
+            if not chosen:  # nothing to hold for: say so now, not when it falls due
+                channel, reason = refusals[0]
+                yield Suppression(rule.id, customer["id"], reason, event["id"], stamp, channel=channel,
+                                  key=trigger.key, detail=", ".join(f"{c}: {r}" for c, r in refusals))
+                return
+            yield from self._hold(trigger, customer, state, now, plan.wait)
+        else:
+            yield from self._deliver(trigger, customer, now)
+
+    def _hold(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], now: datetime,
+              wait: timedelta | None) -> Iterator[Outcome]:
+        """Put the trigger in the pending table, or fold it into the pending message for the same key."""
+        rule, event = trigger.rule, trigger.event
+        pending_id = f"{rule.id}|{trigger.key}"
+        entry = state["pending"].get(pending_id)
+        moment = event_time(event)
+        if entry is None or entry.get("hold") != "wait":
+            entry = {"rule": rule.id, "key": trigger.key, "event": event, "event_ids": [event["id"]],
+                     "occurrence": event["id"], "first_at": _iso(moment), "last_at": _iso(moment),
+                     "version": (entry or {}).get("version", 0), "hold": "wait"}
+        else:
+            if event["id"] in entry["event_ids"]:
+                return  # the same event delivered again
+            yield Suppression(rule.id, customer["id"], "coalesced", entry["event"]["id"], _iso(now), key=trigger.key,
+                              detail=f"folded into one message with {event['id']}")
+            if moment >= event_time(entry["event"]):
+                entry["event"] = event
+            entry["event_ids"].append(event["id"])
+            entry["last_at"] = _iso(max(moment, _at(entry["last_at"])))
+        if trigger.outage_key:
+            entry["outage_key"] = trigger.outage_key
+        candidates = []
+        if wait:
+            candidates.append(_at(entry["last_at"]) + wait)
+        if rule.coalesce:
+            candidates.append(_at(entry["first_at"]) + rule.coalesce)
+        self._schedule(customer["id"], state, pending_id, entry, min(candidates))
+
+    def _schedule(self, customer_id: str, state: dict[str, Any], pending_id: str, entry: dict[str, Any],
+                  due_at: datetime) -> None:
+        entry["version"] += 1
+        entry["due"] = _iso(due_at)
+        state["pending"][pending_id] = entry
+        self.states[customer_id] = state
+        self.due.schedule(customer_id, pending_id, entry["version"], due_at)
+
+    def _cancel(self, rule: Rule, event: dict[str, Any], outage: dict[str, Any] | None, stamp: str,
+                partition: int | None, partitions: int) -> Iterator[Outcome]:
+        match = rule.cancelled_by(event["type"])
+        key = rule.key_of(event)
+        if event["type"].startswith("outage."):
+            if outage is None:
+                return
+            customers = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition, partitions)
+        else:
+            customer = self.directory.get(event.get("customer_id"))
+            customers = iter((customer,)) if customer else iter(())
+        # An outage's own state remembers that it is over; customer events leave a marker so that
+        # a trigger arriving after its cancellation (out of order) is cancelled too.
+        remember = match == "key" and not event["type"].startswith("outage.")
+        for customer in customers:
+            state = self.states.get(customer["id"])
+            if state is None and not remember:
+                continue
+            state = state or new_state()
+            if remember:
+                state["cancels"][f"{rule.id}|{key}"] = event["occurred_at"]
+            elif not state["pending"]:
+                continue
+            for pending_id, entry in list(state["pending"].items()):
+                # In event time a cancellation from after the due time comes too late to cancel.
+                if entry["rule"] == rule.id and (match == "customer" or entry["key"] == key) \
+                        and _at(entry["due"]) > event_time(event):
+                    del state["pending"][pending_id]
+                    self.due.cancel(customer["id"], pending_id)
+                    yield Suppression(rule.id, customer["id"], "cancelled", entry["event"]["id"], stamp,
+                                      key=entry["key"], detail=f"cancelled by {event['type']} {event['id']}")
+            self._prune(state, event_time(event))
+            self.states[customer["id"]] = state
+
+    # -- the decision to send -----------------------------------------------------------------
+
+    def _deliver(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Outcome]:
+        rule, event, key = trigger.rule, trigger.event, trigger.key
+        stamp = _iso(now)
+        plan = rule.plan_for(customer.get("tier", "standard"))
+        if not plan.enabled:
+            return
+        state = self.states.get(customer["id"]) or new_state()
+
+        def suppressed(reason: str, detail: str | None = None, channel: str | None = None) -> Suppression:
+            return Suppression(rule.id, customer["id"], reason, event["id"], stamp, channel=channel,
+                               detail=detail, key=key)
+
+        outage_id = event["data"].get("outage_id") if event["type"].startswith("outage.") else None
+        told = state["outages"].get(outage_id) if outage_id else None
+        channels = list(plan.channels)
+        if outage_id and event["type"] == "outage.started":
+            other = next((oid for oid, o in state["outages"].items() if oid != outage_id and o.get("told")), None)
+            if other is not None:
+                state["outages"][outage_id] = {**state["outages"][other], "via": other}
+                self.states[customer["id"]] = state
+                yield suppressed("coalesced", f"already told about outage {other}")
+                return
+        elif outage_id:
+            if told is None:
+                return  # never told about this outage: an update or all-clear would be news to them
+            if told.get("via"):
+                if event["type"] == "outage.resolved":
+                    yield suppressed("superseded", f"covered by the message about outage {told['via']}")
+                return
+            if event["type"] == "outage.resolved":
+                still = [oid for oid, o in state["outages"].items() if oid != outage_id and o.get("via") == outage_id]
+                if still:
+                    yield suppressed("superseded", f"still affected by outage {still[0]}")
+                    for oid in still:  # the outage they still have is now the one they were told about
+                        state["outages"][oid] = {k: v for k, v in state["outages"][oid].items() if k != "via"}
+                    state["outages"].pop(outage_id, None)
+                    self.states[customer["id"]] = state
+                    return
+            channels = [c for c in told.get("channels", channels) if c in ("sms", "email")] or channels
+            if rule.min_change and event["type"] == "outage.updated":
+                before, after = told.get("expected_end"), event["data"].get("expected_end")
+                if before and after and abs(_at(after) - _at(before)) <= rule.min_change:
+                    yield suppressed("coalesced", f"expected end moved by {abs(_at(after) - _at(before))}, "
+                                                  f"not more than {rule.min_change}")
+                    return
+
+        chosen, refusals = reachable(channels, customer, plan.channel_mode if not told else "all")
         if not chosen:
             channel, reason = refusals[0]
-            yield Suppression(rule.id, customer["id"], reason, event["id"], stamp, channel=channel,
-                              detail=", ".join(f"{c}: {r}" for c, r in refusals), key=key)
+            if trigger.from_pending and reason == "no_consent":
+                reason = "opted_out"  # it could be reached when the trigger came in
+            yield suppressed(reason, ", ".join(f"{c}: {r}" for c, r in refusals), channel)
             return
+        ids = {channel: notification_id(rule.id, key, customer["id"], channel, trigger.occurrence) for channel in chosen}
+        if all(i in state["ledger"] for i in ids.values()):
+            yield suppressed("duplicate", "already sent: " + ", ".join(ids.values()))
+            return
+
+        pending_id = f"{rule.id}|{key}"
+        if rule.min_interval:
+            last = state.get("last", {}).get(pending_id)
+            if last and _at(last) + rule.min_interval > now:
+                yield from self._defer(trigger, customer, state, pending_id, _at(last) + rule.min_interval,
+                                       now, "coalesced", "within the minimum interval")
+                return
+        if rule.quiet_hours and not rule.urgent:
+            end = rule.quiet_hours.deferral(now, customer.get("timezone"))
+            if end is not None:
+                yield from self._defer(trigger, customer, state, pending_id, end, now, "quiet_hours",
+                                       f"deferred to {end.isoformat()}")
+                return
+        sent_at = [(_at(s["at"]), s["rule"]) for s in state["sent"]]
+        if rule.cap and rule.cap.reached((at for at, r in sent_at if r == rule.id), now):
+            yield suppressed("cap_exceeded", f"rule cap of {rule.cap.count} per {rule.cap.per}")
+            return
+        budget = self.rules.budget
+        if budget and not rule.essential and budget.reached((at for at, _ in sent_at), now):
+            yield suppressed("cap_exceeded", f"contact budget of {budget.count} per {budget.per}")
+            return
+
         locale = customer.get("locale") if customer.get("locale") in LOCALES else self.rules.default_locale
+        extra = {"outage": self.outages.get(trigger.outage_key)} if trigger.outage_key else None
+        emitted = []
         for channel in chosen:
+            if ids[channel] in state["ledger"]:
+                continue
             try:
                 rendered = self.renderer.render(channel, locale, plan.template, event=event,
                                                 customer=customer, extra=extra)
             except TemplateError as exc:
-                yield Suppression(rule.id, customer["id"], "render_failed", event["id"], stamp,
-                                  channel=channel, detail=str(exc)[:300], key=key)
+                yield suppressed("render_failed", str(exc)[:300], channel)
                 continue
             segments = rendered.segments
+            state["ledger"][ids[channel]] = stamp
+            emitted.append(channel)
             yield Notification(
-                id=notification_id(rule.id, key, customer["id"], channel, event["id"]),
-                rule=rule.id, channel=channel, customer_id=customer["id"],
+                id=ids[channel], rule=rule.id, channel=channel, customer_id=customer["id"],
                 to=customer[ADDRESS_FIELD[channel]], locale=locale,
                 subject=rendered.subject, body=rendered.body, html=rendered.html,
-                created_at=stamp, event_ids=(event["id"],), template=plan.template,
+                created_at=stamp, event_ids=tuple(trigger.event_ids), template=plan.template,
                 tier=customer.get("tier"), priority=rule.priority,
                 segments=segments.segments if segments else None,
                 encoding=segments.encoding if segments else None, key=key,
             )
+        if emitted:
+            state["sent"].append({"at": stamp, "rule": rule.id})
+            state.setdefault("last", {})[pending_id] = stamp
+            if outage_id and event["type"] == "outage.resolved":
+                state["outages"].pop(outage_id, None)
+            elif outage_id:
+                state["outages"][outage_id] = {"told": True, "channels": sorted(set(emitted) | set((told or {}).get("channels", []))),
+                                               "expected_end": event["data"].get("expected_end")}
+        self._prune(state, now)
+        self.states[customer["id"]] = state
+
+    def _defer(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], pending_id: str,
+               due_at: datetime, now: datetime, reason: str, detail: str) -> Iterator[Outcome]:
+        event = trigger.event
+        existing = state["pending"].get(pending_id)
+        entry = {"rule": trigger.rule.id, "key": trigger.key, "event": event, "event_ids": list(trigger.event_ids),
+                 "occurrence": trigger.occurrence, "first_at": event["occurred_at"], "last_at": event["occurred_at"],
+                 "version": (existing or {}).get("version", 0), "hold": "defer"}
+        if trigger.outage_key:
+            entry["outage_key"] = trigger.outage_key
+        self._schedule(customer["id"], state, pending_id, entry, due_at)
+        yield Suppression(trigger.rule.id, customer["id"], reason, event["id"], _iso(now), key=trigger.key,
+                          detail=detail)
+
+    # -- state upkeep -------------------------------------------------------------------------
+
+    def _track_outage(self, event: dict[str, Any], key: str) -> dict[str, Any] | None:
+        data = event["data"]
+        known = self.outages.get(key)
+        if event["type"] == "outage.started":
+            if known is not None and known.get("resolved"):
+                return known  # the all-clear came first: this start is old news
+            state = {k: data[k] for k in ("outage_id", "service", "areas", "nodes", "expected_end") if k in data}
+        elif known is None:
+            if event["type"] == "outage.resolved":
+                self.outages[key] = {"outage_id": data["outage_id"], "resolved": data["resolved_at"]}
+            return None
+        elif event["type"] == "outage.resolved":
+            state = {**known, "resolved": data["resolved_at"]}
+        else:
+            state = {**known, **{k: data[k] for k in ("areas", "nodes", "expected_end") if k in data}}
+        self.outages[key] = state
+        return state
+
+    def _forget_outage(self, outage: dict[str, Any], outage_id: str, partition: int | None, partitions: int) -> None:
+        """After the all-clear, no customer in the area keeps this outage in their state."""
+        for customer in self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition, partitions):
+            state = self.states.get(customer["id"])
+            if state and outage_id in state["outages"]:
+                del state["outages"][outage_id]
+                self.states[customer["id"]] = state
+
+    def _forget(self, customer_id: str) -> None:
+        self.directory.delete(customer_id)
+        state = self.states.get(customer_id)
+        if state is not None:
+            for pending_id in state["pending"]:
+                self.due.cancel(customer_id, pending_id)
+            del self.states[customer_id]
+
+    def _prune(self, state: dict[str, Any], now: datetime) -> None:
+        keep_from = now - self.rules.history_window
+        state["sent"] = [s for s in state["sent"] if _at(s["at"]) > keep_from]
+        state["ledger"] = {i: at for i, at in state["ledger"].items() if _at(at) > now - LEDGER_KEEP}
+        state["cancels"] = {k: at for k, at in state["cancels"].items() if _at(at) > now - CANCEL_KEEP}
+        if "last" in state:
+            state["last"] = {k: at for k, at in state["last"].items() if _at(at) > keep_from}

@@ -15,6 +15,7 @@ rule listens to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from jsonschema.exceptions import best_match
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from streams.core.policy import Cap, QuietHours, parse_duration
 from streams.core.render import CHANNEL_PARTS, Renderer
 from streams.errors import RulesError, RulesInvalid, TemplateError
 from streams.events import SCHEMA_BASE, Schemas
@@ -39,12 +41,13 @@ DICT_METHODS = frozenset(dir(dict))
 
 @dataclass(frozen=True)
 class Plan:
-    """How a rule reaches one tier: on or off, which channels, which template."""
+    """How a rule reaches one tier: on or off, which channels, which template, how long to wait."""
 
     enabled: bool
     channels: tuple[str, ...]
     channel_mode: str
     template: str
+    wait: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,21 @@ class Rule:
     when: str | None = None
     condition: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     tiers: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
+    wait: timedelta | None = None
+    coalesce: timedelta | None = None
+    cancel_on: tuple[tuple[str, str], ...] = ()
+    urgent: bool = False
+    essential: bool = False
+    quiet_hours: QuietHours | None = None
+    cap: Cap | None = None
+    min_change: timedelta | None = None
+    min_interval: timedelta | None = None
+
+    @property
+    def holds(self) -> bool:
+        """Whether a trigger waits in the pending table rather than being sent at once."""
+        return bool(self.wait or self.coalesce or any(
+            "wait" in override for override in self.tiers.values()))
 
     def plan_for(self, tier: str) -> Plan:
         override = self.tiers.get(tier, {})
@@ -70,7 +88,15 @@ class Rule:
             channels=tuple(override.get("channels", self.channels)),
             channel_mode=override.get("channel_mode", self.channel_mode),
             template=override.get("template", self.template),
+            wait=parse_duration(override["wait"]) if "wait" in override else self.wait,
         )
+
+    def cancelled_by(self, event_type: str) -> str | None:
+        """'key' or 'customer' when ``event_type`` cancels this rule's pending messages."""
+        for cancel_type, match in self.cancel_on:
+            if cancel_type == event_type:
+                return match
+        return None
 
     def plans(self) -> list[Plan]:
         return [self.plan_for(tier) for tier in TIERS]
@@ -82,22 +108,40 @@ class Rule:
         return str(value) if value is not None else event["id"]
 
 
+DEFAULT_QUIET_HOURS = QuietHours(time(21, 0), time(8, 0))
+DEFAULT_BUDGET = Cap(3, timedelta(days=7))
+
+
 @dataclass
 class RuleSet:
     rules: list[Rule]
     file: str
     default_locale: str = "nl"
+    budget: Cap | None = DEFAULT_BUDGET
     by_event: dict[str, list[Rule]] = field(init=False)
+    cancelling: dict[str, list[Rule]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.by_event = {}
+        self.by_event, self.cancelling = {}, {}
         for rule in sorted(self.rules, key=lambda r: -r.priority):
             if rule.enabled:
                 for event_type in rule.events:
                     self.by_event.setdefault(event_type, []).append(rule)
+                for event_type, _ in rule.cancel_on:
+                    self.cancelling.setdefault(event_type, []).append(rule)
 
     def matching(self, event_type: str) -> list[Rule]:
         return self.by_event.get(event_type, [])
+
+    def cancelled_by(self, event_type: str) -> list[Rule]:
+        return self.cancelling.get(event_type, [])
+
+    @property
+    def history_window(self) -> timedelta:
+        """How long sent messages must be remembered for every cap to be judged."""
+        windows = [r.cap.per for r in self.rules if r.cap] + ([self.budget.per] if self.budget else [])
+        windows += [r.min_interval for r in self.rules if r.min_interval]
+        return max(windows, default=timedelta(days=7))
 
     def get(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -155,7 +199,8 @@ class _Checker:
                 rules.append(rule)
         if self.problems:
             return None, self.problems
-        return RuleSet(rules, self.file, defaults.get("locale", "nl")), []
+        budget = Cap.parse(defaults["budget"]) if "budget" in defaults else DEFAULT_BUDGET
+        return RuleSet(rules, self.file, defaults.get("locale", "nl"), budget), []
 
     def _read(self) -> Any:
         yaml = YAML(typ="rt")
@@ -187,14 +232,28 @@ class _Checker:
             self.problem(f"rule '{raw['id']}': audience 'area' needs outage events only", line_of("audience"))
         if audience == "customer" and "outage" in families:
             self.problem(f"rule '{raw['id']}': outage events have no customer; use audience 'area'", line_of("audience"))
+        if audience == "told" and families != {"outage"}:
+            self.problem(f"rule '{raw['id']}': audience 'told' needs outage events only", line_of("audience"))
         key = raw.get("key") or DEFAULT_KEYS[sorted(families)[0]]
+        cancel_on = tuple((c, "key") if isinstance(c, str) else (c["on"], c.get("match", "key"))
+                          for c in raw.get("cancel_on", ()))
+        quiet = raw.get("quiet_hours", defaults.get("quiet_hours"))
         rule = Rule(
             id=raw["id"], events=events, audience=audience,
             channels=tuple(raw["channels"]), channel_mode=raw.get("channel_mode", "first"),
             template=raw["template"], priority=raw.get("priority", defaults.get("priority", 50)),
             key=key, line=line, enabled=raw.get("enabled", True), when=raw.get("when"),
             tiers={tier: dict(value) for tier, value in (raw.get("tiers") or {}).items()},
+            wait=_duration(raw, "wait"), coalesce=_duration(raw, "coalesce"), cancel_on=cancel_on,
+            urgent=raw.get("urgent", False), essential=raw.get("essential", False),
+            quiet_hours=None if quiet is False else (QuietHours.parse(quiet) if quiet else DEFAULT_QUIET_HOURS),
+            cap=Cap.parse(raw["cap"]) if "cap" in raw else None,
+            min_change=_duration(raw, "min_change"), min_interval=_duration(raw, "min_interval"),
         )
+        for cancel_type, match in cancel_on:
+            if match == "key" and cancel_type.split(".")[0] != sorted(families)[0] and "key" not in raw:
+                self.problem(f"rule '{rule.id}': {cancel_type} cannot carry the key {key}; "
+                             "use {on: ..., match: customer} or set key", line_of("cancel_on"))
         if rule.when is not None:
             rule = self._condition(rule, line_of("when"))
         self._templates(rule, line_of)
@@ -277,6 +336,10 @@ class _Checker:
                 return f"no field '{part}' (known: {known})"
             schema, resolver = properties[part]
         return None
+
+
+def _duration(raw: Any, name: str) -> timedelta | None:
+    return parse_duration(raw[name]) if name in raw else None
 
 
 def field_paths(tree: nodes.Node) -> list[tuple[str, list[tuple[str, str | int]], int]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -42,8 +42,10 @@ def decider(renderer, schemas):
     return Decider(rules, renderer, CustomerDirectory())
 
 
-def run(decider, event, **kwargs):
+def run(decider, event, settle=timedelta(hours=2), **kwargs):
+    """Handle ``event`` at NOW, then let the clock run ``settle`` so held messages are decided."""
     outcomes = list(decider.handle(event, NOW, **kwargs))
+    outcomes += decider.fire_due(NOW + settle, **({"owns": kwargs["owns"]} if "owns" in kwargs else {}))
     return ([o for o in outcomes if isinstance(o, Notification)],
             [o for o in outcomes if isinstance(o, Suppression)])
 
@@ -94,7 +96,7 @@ def test_order_for_unknown_customer_is_suppressed_not_lost(decider):
 
 def test_order_delayed_message_carries_new_date(decider):
     decider.directory.upsert(customer("C1"))
-    (sms,), _ = run(decider, order_delayed())
+    (sms,), _ = run(decider, order_delayed(), settle=timedelta(hours=4))
     assert "28 november" in sms.body and sms.to == "+31612345678"
 
 
@@ -141,10 +143,10 @@ def test_partitions_split_a_fan_out_without_overlap(decider):
 
 def test_notification_ids_are_deterministic(decider):
     decider.directory.upsert(customer("C1"))
-    first = run(decider, order_delayed())[0][0]
-    again = run(decider, order_delayed())[0][0]
-    assert first.id == again.id == notification_id("order-delayed", "ORD-1", "C1", "sms", "o1")
-    assert run(decider, order_delayed(event_id="o2"))[0][0].id != first.id
+    first = run(decider, order_delayed(), settle=timedelta(hours=4))[0][0]
+    assert first.id == notification_id("order-delayed", "ORD-1", "C1", "sms", "o1")
+    sent, suppressed = run(decider, order_delayed(), settle=timedelta(hours=4))  # the same event delivered again
+    assert sent == [] and [s.reason for s in suppressed] == ["duplicate"] and first.id in suppressed[0].detail
 
 
 def test_notifications_match_their_schema(decider, schemas):

@@ -31,7 +31,8 @@ def start_worker(broker, settings, tmp_path):
 
     def start(**env: str) -> WorkerProcess:
         base = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
-                "FOREWARN_OUTBOX": str(tmp_path / "outbox"), "FOREWARN_METRICS_PORT": str(free_port())}
+                "FOREWARN_OUTBOX": str(tmp_path / "outbox"), "FOREWARN_METRICS_PORT": str(free_port()),
+                "FOREWARN_CLOCK": "event"}
         worker = WorkerProcess({**base, **env}, tmp_path / f"worker-{len(started)}.log").start()
         started.append(worker)
         return worker

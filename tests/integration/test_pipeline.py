@@ -12,7 +12,7 @@ import pytest
 
 from streams.cli import _load_customers
 from streams.core.config import load_config
-from streams.kafka_tools import produce_json, read_topic, replay_events, wait_drained
+from streams.kafka_tools import produce_json, read_topic, replay_in_order, wait_drained
 from streams.settings import ROOT
 from streams.simulate import simulate
 
@@ -22,12 +22,15 @@ IN_OUTAGE = {"C1001", "C1002", "C1003", "C1004", "C1005", "C1006"}
 
 
 def replay(bootstrap: str, settings, lines: list[bytes]) -> None:
-    replay_events(bootstrap, settings.topics.for_event_type, lines, settings.topics.orders)
+    replay_in_order(bootstrap, settings.topics.for_event_type, lines, settings.topics.orders,
+                    ingested=(settings.topics.events, settings.topics.deadletter))
 
 
 def drain(broker, settings, app_id, worker, timeout=90.0) -> None:
-    topics = (*settings.topics.source(), settings.topics.events, settings.topics.notifications)
-    assert wait_drained(broker.bootstrap, app_id, topics, timeout), worker.log()[-3000:]
+    """Until the worker has consumed everything and has been idle long enough to flush what was pending."""
+    topics = (*settings.topics.source(), settings.topics.events, settings.topics.due, settings.topics.notifications)
+    assert wait_drained(broker.bootstrap, app_id, topics, timeout, settle=settings.event_idle + 3,
+                        alive=lambda: worker.running), worker.log()[-3000:]
 
 
 def outbox_lines(tmp_path: Path) -> list[dict]:
@@ -59,7 +62,7 @@ def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, 
     assert {d["notification_id"] for d in deliveries} == {n["id"] for n in sent}
 
     metrics = urlopen(f"http://127.0.0.1:{worker.env['FOREWARN_METRICS_PORT']}/metrics", timeout=5).read().decode()
-    assert 'forewarn_events_consumed_total{topic="outages"} 3.0' in metrics
+    assert 'forewarn_events_consumed_total{topic="outages"} 5.0' in metrics
     assert f'forewarn_notifications_total{{channel="sms",rule="outage-started"}}' in metrics
     assert "forewarn_processing_seconds_bucket" in metrics
 
