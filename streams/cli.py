@@ -174,6 +174,7 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
     """Run the decision core over files on event time; write notifications, suppressed, rejected."""
     from dataclasses import replace
 
+    from streams.core.policy import format_duration
     from streams.simulate import simulate as run
 
     config = _preflight(replace(Settings.from_env(), rules_file=rules))
@@ -188,8 +189,24 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
         reasons = ", ".join(f"{reason} {count}" for reason, count in tally.suppressed.most_common()) or "-"
         table.add_row(rule_id, str(tally.sent), reasons, str(tally.most_to_one_customer))
     console.print(table)
-    console.print(f"most messages to one customer, all rules: {max(report.per_customer.values(), default=0)}")
+    budget = config.rules.budget
+    if budget:
+        console.print(f"contact budget: {budget.count} per {format_duration(budget.per)}; most contacts to one customer in any such "
+                      f"window: {report.most_contacts(budget.per, essential=False)} without and "
+                      f"{report.most_contacts(budget.per)} with essential (outage) messages, which the budget never holds back")
+    console.print(f"most messages to one customer, all rules and channels: {max(report.per_customer.values(), default=0)}")
     console.print(f"written to {out}/notifications.jsonl, suppressed.jsonl, rejected.jsonl")
+
+
+@cli.command()
+def generate(out: Path = typer.Option(Path("week")), customers: int = typer.Option(10_000),
+             outages: int = typer.Option(15), seed: int = typer.Option(20261123)) -> None:
+    """Write a synthetic week of events and its customers, for the simulator and benchmarks."""
+    from streams.generate import WeekSpec, generate_week
+
+    customers_path, events_path = generate_week(WeekSpec(customers=customers, outages=outages, seed=seed), out)
+    lines = sum(1 for _ in events_path.open("rb"))
+    console.print(f"{customers} customers in {customers_path}, {lines} events in {events_path}")
 
 
 @cli.command()

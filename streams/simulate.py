@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +46,19 @@ class SimulationReport:
     rules: dict[str, RuleTally] = field(default_factory=lambda: defaultdict(RuleTally))
     per_customer: Counter = field(default_factory=Counter)
     finished_at: datetime | None = None
+    contacts: dict[str, dict[tuple, bool]] = field(default_factory=lambda: defaultdict(dict))
+
+    def most_contacts(self, window: timedelta, essential: bool = True) -> int:
+        """The most contacts one customer had in any window (a message on two channels is one contact)."""
+        most = 0
+        for contacts in self.contacts.values():
+            times = sorted(at for (at, _), is_essential in contacts.items() if essential or not is_essential)
+            start = 0
+            for end, moment in enumerate(times):
+                while times[start] <= moment - window:
+                    start += 1
+                most = max(most, end - start + 1)
+        return most
 
 
 class _Outputs:
@@ -76,6 +89,8 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
                 tally.sent += 1
                 tally.per_customer[outcome.customer_id] += 1
                 report.per_customer[outcome.customer_id] += 1
+                contact = (datetime.fromisoformat(outcome.created_at), f"{outcome.rule}|{outcome.key}")
+                report.contacts[outcome.customer_id][contact] = config.rules.get(outcome.rule).essential
                 outputs.write("notifications", outcome.to_dict())
             else:
                 tally.suppressed[outcome.reason] += 1

@@ -29,6 +29,15 @@ def parse_duration(text: str | int | float) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+def format_duration(span: timedelta) -> str:
+    """The largest whole unit up to days: 7d, 2h, 30m, 45s (as ops write them in rules.yaml)."""
+    seconds = int(span.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
 def parse_clock(text: str) -> time:
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))

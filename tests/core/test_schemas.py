@@ -482,3 +482,43 @@ def test_demo_totals_add_up():
         if "items" in e["data"]:
             total = sum(i["qty"] * i["unit_price"] for i in e["data"]["items"])
             assert e["data"]["total"] == pytest.approx(total, abs=0.005)
+
+
+def _refs_with_siblings(node, path="#"):
+    if isinstance(node, dict):
+        if "$ref" in node and set(node) - {"$ref", "description", "title", "examples", "$comment"}:
+            yield path
+        for key, value in node.items():
+            yield from _refs_with_siblings(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _refs_with_siblings(value, f"{path}/{index}")
+
+
+def test_no_keyword_beside_a_ref_so_the_fast_draft7_validator_agrees():
+    from streams.events import Schemas
+
+    offenders = [f"{schema_id}{path}" for schema_id, contents in Schemas(SCHEMA_DIR).by_id.items()
+                 for path in _refs_with_siblings(contents)]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("event", DEMO_EVENTS + [
+    {**DEMO_EVENTS[0], "occurred_at": "2026-11-25T14:00:00"},
+    {**DEMO_EVENTS[1], "customer_id": None},
+    {**DEMO_EVENTS[1], "data": {**DEMO_EVENTS[1]["data"], "total": -1}},
+    {**DEMO_EVENTS[1], "data": {**DEMO_EVENTS[1]["data"], "extra": 1}},
+    {**DEMO_EVENTS[0], "customer_id": "C1"},
+], ids=lambda e: e["id"] + ":" + e["type"])
+def test_fast_and_reference_validators_agree(event):
+    from streams.events import Schemas
+
+    schemas = Schemas(SCHEMA_DIR)
+    name = f"events/{event['type']}.json"
+    reference = list(schemas.validator(name).iter_errors(event))
+    fast_ok = True
+    try:
+        schemas.fast(name)(event)
+    except Exception:
+        fast_ok = False
+    assert fast_ok == (reference == [])
