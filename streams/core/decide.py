@@ -203,7 +203,7 @@ class Decider:
             yield Suppression(rule.id, due.customer_id, "unknown_customer", entry["event"]["id"], stamp, key=entry["key"])
             return
         event = entry["event"]
-        if event["type"].startswith("outage."):
+        if event["type"] in ("outage.started", "outage.updated"):
             outage = self.outages.get(entry["outage_key"])
             if outage is None or outage.get("resolved"):
                 yield Suppression(rule.id, due.customer_id, "cancelled", event["id"], stamp, key=entry["key"],
@@ -214,6 +214,10 @@ class Decider:
         trigger = _Trigger(rule, entry["key"], event, entry["event_ids"], entry["occurrence"], from_pending=True,
                            outage_key=entry.get("outage_key"))
         yield from self._deliver(trigger, customer, now)
+        if event["type"] == "outage.resolved" and due.pending_id not in state["pending"]:
+            # The all-clear was decided, sent or not: the customer keeps no record of the outage.
+            state["outages"].pop(event["data"]["outage_id"], None)
+            self.states[due.customer_id] = state
 
     def fire_due(self, now: datetime, owns=lambda _: True) -> Iterator[Outcome]:
         """Event-time mode: fire everything due by ``now``, in due order, each at its own due time."""
@@ -250,6 +254,13 @@ class Decider:
             yield Suppression(rule.id, customer["id"], "cancelled", event["id"], stamp, key=trigger.key,
                               detail="a cancelling event came first (out of order)")
             return
+        # A re-delivered event that was already sent (perhaps folded into another's message) is not news.
+        already = [i for c in ADDRESS_FIELD
+                   if (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in state["ledger"]]
+        if already:
+            yield Suppression(rule.id, customer["id"], "duplicate", event["id"], stamp, key=trigger.key,
+                              detail="already sent: " + ", ".join(already))
+            return
         plan = rule.plan_for(customer.get("tier", "standard"))
         if plan.wait or rule.coalesce:
             chosen, refusals = reachable(plan.channels, customer, plan.channel_mode)
@@ -276,9 +287,11 @@ class Decider:
         else:
             if event["id"] in entry["event_ids"]:
                 return  # the same event delivered again
-            yield Suppression(rule.id, customer["id"], "coalesced", entry["event"]["id"], _iso(now), key=trigger.key,
-                              detail=f"folded into one message with {event['id']}")
-            if moment >= event_time(entry["event"]):
+            newer = moment >= event_time(entry["event"])
+            folded, kept = (entry["event"], event) if newer else (event, entry["event"])  # the latest data wins
+            yield Suppression(rule.id, customer["id"], "coalesced", folded["id"], _iso(now), key=trigger.key,
+                              detail=f"folded into one message with {kept['id']}")
+            if newer:
                 entry["event"] = event
             entry["event_ids"].append(event["id"])
             entry["last_at"] = _iso(max(moment, _at(entry["last_at"])))
@@ -389,8 +402,10 @@ class Decider:
             yield suppressed(reason, ", ".join(f"{c}: {r}" for c, r in refusals), channel)
             return
         ids = {channel: notification_id(rule.id, key, customer["id"], channel, trigger.occurrence) for channel in chosen}
-        if all(i in state["ledger"] for i in ids.values()):
-            yield suppressed("duplicate", "already sent: " + ", ".join(ids.values()))
+        # Any channel sent means this occurrence was sent: no second channel on a re-delivery.
+        if any(i in state["ledger"] for i in ids.values()):
+            yield suppressed("duplicate", "already sent: " + ", ".join(i for i in ids.values()
+                                                                  if i in state["ledger"]))
             return
 
         pending_id = f"{rule.id}|{key}"
@@ -429,6 +444,8 @@ class Decider:
                 continue
             segments = rendered.segments
             state["ledger"][ids[channel]] = stamp
+            for folded in trigger.event_ids:  # so that re-delivering any folded event is recognised too
+                state["ledger"][notification_id(rule.id, key, customer["id"], channel, folded)] = stamp
             emitted.append(channel)
             yield Notification(
                 id=ids[channel], rule=rule.id, channel=channel, customer_id=customer["id"],
@@ -487,7 +504,9 @@ class Decider:
         """After the all-clear, no customer in the area keeps this outage in their state."""
         for customer in self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition, partitions):
             state = self.states.get(customer["id"])
-            if state and outage_id in state["outages"]:
+            if state and outage_id in state["outages"] and not any(
+                    e["event"]["type"] == "outage.resolved" and e["event"]["data"]["outage_id"] == outage_id
+                    for e in state["pending"].values()):  # a deferred all-clear still needs to know who was told
                 del state["outages"][outage_id]
                 self.states[customer["id"]] = state
 
