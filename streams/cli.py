@@ -183,7 +183,7 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
     elapsed = time.perf_counter() - started
     table = Table(title=f"simulation: {report.events} events, {report.customers} customers, "
                         f"{report.rejected} rejected, {elapsed:.2f} s")
-    for column in ("rule", "sent", "suppressed (by reason)", "most to one customer"):
+    for column in ("rule", "sent", "suppressed (by reason)", "most messages to one customer"):
         table.add_column(column)
     for rule_id, tally in sorted(report.rules.items()):
         reasons = ", ".join(f"{reason} {count}" for reason, count in tally.suppressed.most_common()) or "-"
