@@ -50,7 +50,7 @@ suppressed_topic = raw_topic(settings.topics.suppressed)
 deliveries_topic = raw_topic(settings.topics.deliveries)
 deadletter_topic = raw_topic(settings.topics.deadletter)
 
-customers_table = app.Table("customers", partitions=settings.partitions)
+customers_table = app.Table("customers", partitions=settings.partitions, value_type=bytes)  # compact JSON
 outages_table = app.Table("outages", partitions=settings.partitions)
 states_table = app.Table("states", partitions=settings.partitions)
 

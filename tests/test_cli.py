@@ -62,7 +62,7 @@ def test_simulate_writes_notifications_suppressed_and_rejected(tmp_path):
     sent = [orjson.loads(line) for line in (out / "notifications.jsonl").read_bytes().splitlines()]
     rejected = [orjson.loads(line) for line in (out / "rejected.jsonl").read_bytes().splitlines()]
     suppressed = [orjson.loads(line) for line in (out / "suppressed.jsonl").read_bytes().splitlines()]
-    assert len(sent) == 28
+    assert len(sent) == 30
     assert [(r["line"], r["reason"][:8]) for r in rejected] == [(14, "not JSON")]
     assert ("NOBODY", "unknown_customer") in [(s["customer_id"], s["reason"]) for s in suppressed]
     assert "outage-started" in result.output

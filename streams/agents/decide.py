@@ -32,7 +32,7 @@ from streams.core.schedule import Due
 from streams.metrics import NOTIFICATIONS, PROCESSING_SECONDS, SUPPRESSED
 
 config = load_config(settings)
-directory = CustomerDirectory(customers_table)
+directory = CustomerDirectory(customers_table, settings.partitions)
 decider = Decider(config.rules, config.renderer, directory, outages_table, states_table)
 clock = {"watermark": None, "last_event": time.monotonic()}
 
@@ -101,7 +101,7 @@ async def decide(stream):
                 await emit(sends, decider.fire_due(late, owned_by({partition})))
             else:
                 now = datetime.now(timezone.utc)
-            await emit(sends, decider.handle(payload, now, partition=partition, partitions=settings.partitions))
+            await emit(sends, decider.handle(payload, now, partition=partition))
             kind = payload["type"]
         await sends.flush()
         PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)

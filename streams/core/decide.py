@@ -146,11 +146,11 @@ class Decider:
     # -- entry points -------------------------------------------------------------------------
 
     def handle(self, event: dict[str, Any], now: datetime,
-               partition: int | None = None, partitions: int = 1) -> Iterator[Outcome]:
+               partition: int | None = None) -> Iterator[Outcome]:
         """Apply ``event`` to the state and yield what it causes now.
 
-        ``partition``/``partitions`` restrict an outage fan-out to the customers
-        one partition owns; the worker passes them, the simulator does not.
+        ``partition`` restricts an outage fan-out to the customers one
+        partition owns; the worker passes it, the simulator does not.
         """
         event_type = event["type"]
         if event_type == "customer.upserted":
@@ -165,7 +165,7 @@ class Decider:
             outage = self._track_outage(event, outage_key)
         stamp = _iso(now)
         for rule in self.rules.cancelled_by(event_type):
-            yield from self._cancel(rule, event, outage, stamp, partition, partitions)
+            yield from self._cancel(rule, event, outage, stamp, partition)
         for rule in self.rules.matching(event_type):
             key = rule.key_of(event)
             if rule.audience == "customer":
@@ -177,13 +177,12 @@ class Decider:
             elif outage is None or (outage.get("resolved") and event_type != "outage.resolved"):
                 continue  # an update or a late start for an outage already over: nobody to tell
             else:
-                audience = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()),
-                                                   partition, partitions)
+                audience = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition)
             for customer in audience:
                 trigger = _Trigger(rule, key, event, [event["id"]], event["id"], outage_key=outage_key or None)
                 yield from self._trigger(trigger, customer, now)
         if event_type == "outage.resolved" and outage is not None:
-            self._forget_outage(outage, event["data"]["outage_id"], partition, partitions)
+            self._forget_outage(outage, event["data"]["outage_id"], partition)
 
     def fire(self, due: Due, now: datetime) -> Iterator[Outcome]:
         """A pending message fell due: decide on it again against current state."""
@@ -313,13 +312,13 @@ class Decider:
         self.due.schedule(customer_id, pending_id, entry["version"], due_at)
 
     def _cancel(self, rule: Rule, event: dict[str, Any], outage: dict[str, Any] | None, stamp: str,
-                partition: int | None, partitions: int) -> Iterator[Outcome]:
+                partition: int | None) -> Iterator[Outcome]:
         match = rule.cancelled_by(event["type"])
         key = rule.key_of(event)
         if event["type"].startswith("outage."):
             if outage is None:
                 return
-            customers = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition, partitions)
+            customers = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition)
         else:
             customer = self.directory.get(event.get("customer_id"))
             customers = iter((customer,)) if customer else iter(())
@@ -500,9 +499,9 @@ class Decider:
         self.outages[key] = state
         return state
 
-    def _forget_outage(self, outage: dict[str, Any], outage_id: str, partition: int | None, partitions: int) -> None:
+    def _forget_outage(self, outage: dict[str, Any], outage_id: str, partition: int | None) -> None:
         """After the all-clear, no customer in the area keeps this outage in their state."""
-        for customer in self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition, partitions):
+        for customer in self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition):
             state = self.states.get(customer["id"])
             if state and outage_id in state["outages"] and not any(
                     e["event"]["type"] == "outage.resolved" and e["event"]["data"]["outage_id"] == outage_id

@@ -10,6 +10,7 @@ from streams.core.decide import Decider, Notification, Suppression, notification
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.rules import load_rules
 from streams.settings import ROOT
+from tests.conftest import write
 
 NOW = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
 
@@ -131,11 +132,12 @@ def test_customer_moving_is_reindexed(decider):
 
 
 def test_partitions_split_a_fan_out_without_overlap(decider):
+    decider.directory = CustomerDirectory(partitions=4)
     for i in range(40):
         decider.directory.upsert(customer(f"C{i}"))
     seen = []
     for p in range(4):
-        sent, _ = run(decider, outage(), partition=p, partitions=4)
+        sent, _ = run(decider, outage(), partition=p)
         assert all(owner_partition(n.customer_id, 4) == p for n in sent)
         seen += [n.customer_id for n in sent]
     assert sorted(seen) == sorted(f"C{i}" for i in range(40))
@@ -155,3 +157,33 @@ def test_notifications_match_their_schema(decider, schemas):
     assert len(sent) == 2
     for n in sent:
         assert schemas.problems("notification.json", n.to_dict()) == []
+
+
+IMMEDIATE_OUTAGE = """\
+version: 1
+defaults: {quiet_hours: false}
+rules:
+  - id: outage-started
+    on: outage.started
+    channels: [sms]
+    template: outage_started
+"""
+
+
+def test_fan_out_emits_critical_then_premium_then_the_rest_each_once(renderer, schemas, tmp_path):
+    rules = load_rules(write(tmp_path / "rules.yaml", IMMEDIATE_OUTAGE), renderer, schemas)
+    decider = Decider(rules, renderer, CustomerDirectory())
+    for c in [customer("A1"), customer("A2", tier="premium"), customer("A3", critical=True),
+              customer("A4", "1012AB", node_id="N1"), customer("A5", tier="premium", critical=True),
+              customer("A6", "1099ZZ", node_id="N1")]:
+        decider.directory.upsert(c)
+    order = [n.customer_id for n in decider.handle(outage(areas=["1012", "1012AB"], nodes=["N1"]), NOW)]
+    assert sorted(order[:2]) == ["A3", "A5"] and order[2] == "A2"
+    assert sorted(order) == ["A1", "A2", "A3", "A4", "A5", "A6"]  # A4 matches three keys, told once
+
+
+def test_directory_keeps_records_compact_and_rebuilds_its_index(decider):
+    decider.directory.upsert(customer("C1", "1012AB"))
+    assert isinstance(decider.directory.records["C1"], bytes)
+    rebuilt = CustomerDirectory(dict(decider.directory.records))
+    assert [c["id"] for c in rebuilt.affected(["1012"])] == ["C1"]

@@ -109,11 +109,12 @@ def summary(outcomes):
 
 
 def sent(outcomes):
-    return [o for o in outcomes if isinstance(o, Notification)]
+    """By time, then customer id (stable: channels keep their order); a fan-out's own order is urgency."""
+    return sorted((o for o in outcomes if isinstance(o, Notification)), key=lambda o: (at(o.created_at), o.customer_id))
 
 
 def suppressed(outcomes):
-    return [o for o in outcomes if isinstance(o, Suppression)]
+    return sorted((o for o in outcomes if isinstance(o, Suppression)), key=lambda o: (at(o.at), o.customer_id or ""))
 
 
 def decider_from(path, renderer, schemas):
@@ -618,7 +619,8 @@ def test_restart_from_recovered_tables_fires_only_owned_timers(shipped, renderer
 @pytest.mark.parametrize("tier, consents, expected", [
     ("basic", {}, [("sent", "email")]),
     ("standard", {}, [("sent", "sms")]),
-    ("premium", {}, [("sent", "sms")]),
+    ("premium", {}, [("sent", "sms"), ("sent", "email")]),  # premium: SMS and email
+    ("premium", {"email": False}, [("sent", "sms")]),
     ("standard", {"sms": False}, [("sent", "email")]),
     ("basic", {"email": False}, [("no_consent", "email")]),  # basic never falls back to SMS
 ])
