@@ -90,16 +90,20 @@ class CustomerDirectory:
         recognised by its own record. With ``partition``, only that partition's.
         """
         keys = [f"pc:{area.replace(' ', '').upper()}" for area in areas] + [f"node:{node}" for node in nodes]
+        first_position = {}
+        for position, key in enumerate(keys):
+            first_position.setdefault(key, position)
         scanned = range(self.partitions) if partition is None else (partition,)
         for urgency in (CRITICAL, PREMIUM, OTHERS):
             for part in scanned:
                 for position, key in enumerate(keys):
-                    for customer_id in tuple(self._index.get((part, urgency, key), ())):
+                    if first_position[key] != position:
+                        continue  # the same key twice
+                    for customer_id in sorted(self._index.get((part, urgency, key), ())):  # reproducible order
                         customer = self.get(customer_id)
                         if customer is None:
                             continue
-                        own = _keys(customer)
-                        if any(earlier in own for earlier in keys[:position]):
+                        if any(first_position.get(own, position) < position for own in _keys(customer)):
                             continue  # already yielded under an earlier key
                         yield customer
 

@@ -242,6 +242,7 @@ class Renderer:
             auto_reload=False,  # no stat() per message; restart to pick up edits
         )
         self.env.filters.update(FILTERS)
+        self._field_cache: dict[tuple[str, str, str], frozenset[str] | None] = {}
 
     # -- names -------------------------------------------------------------
 
@@ -287,6 +288,53 @@ class Renderer:
                     if not (self.template_dir / ref.value).is_file():
                         problems.append(TemplateError(f"refers to missing template {ref.value!r}", file=path, line=node.lineno))
         return problems
+
+    def customer_fields(self, channel: str, locale: str, template: str) -> frozenset[str] | None:
+        """The customer fields a template (with what it extends, includes or imports) reads.
+
+        None when it hands the whole ``customer`` somewhere (a macro argument,
+        say) and so could read anything. Lets a fan-out render once for every
+        customer who looks the same to the template.
+        """
+        key = (channel, locale, template)
+        if key not in self._field_cache:
+            self._field_cache[key] = self._customer_fields(
+                [self.template_name(channel, locale, template, part) for part in self._parts(channel)])
+        return self._field_cache[key]
+
+    def _customer_fields(self, names: list[str]) -> frozenset[str] | None:
+        fields: set[str] = {"locale", "timezone"}  # the filters read them through the context
+        queue, seen = list(names), set()
+        while queue:
+            name = queue.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            source, filename, _ = self.env.loader.get_source(self.env, name)
+            tree = self.env.parse(source, name, filename)
+            for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+                if not (isinstance(node.template, nodes.Const) and isinstance(node.template.value, str)):
+                    return None
+                queue.append(node.template.value)
+            used = {id(n) for n in tree.find_all(nodes.Name) if n.name == "customer"}
+            for node in tree.find_all(nodes.Call):  # customer.get('name', ...)
+                target = node.node
+                if (isinstance(target, nodes.Getattr) and target.attr == "get" and isinstance(target.node, nodes.Name)
+                        and target.node.name == "customer" and node.args and isinstance(node.args[0], nodes.Const)):
+                    fields.add(str(node.args[0].value))
+                    used.discard(id(target.node))
+            for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+                if isinstance(node.node, nodes.Name) and node.node.name == "customer" and id(node.node) in used:
+                    if isinstance(node, nodes.Getattr) and node.attr != "get":
+                        fields.add(node.attr)
+                    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                        fields.add(str(node.arg.value))
+                    else:
+                        continue
+                    used.discard(id(node.node))
+            if used:
+                return None
+        return frozenset(fields)
 
     def compile_expression(self, source: str):
         """A callable evaluating ``source`` in the sandbox (rule conditions); undefined names raise."""

@@ -15,6 +15,7 @@ rule listens to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -136,7 +137,7 @@ class RuleSet:
     def cancelled_by(self, event_type: str) -> list[Rule]:
         return self.cancelling.get(event_type, [])
 
-    @property
+    @cached_property
     def history_window(self) -> timedelta:
         """How long sent messages must be remembered for every cap to be judged."""
         windows = [r.cap.per for r in self.rules if r.cap] + ([self.budget.per] if self.budget else [])
