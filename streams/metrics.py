@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_CONSUMED = Counter("forewarn_events_consumed_total", "Events read from a source topic", ["topic"])
 EVENTS_DEADLETTERED = Counter("forewarn_events_deadlettered_total", "Events refused to the dead-letter topic", ["topic"])
@@ -14,6 +14,12 @@ PROCESSING_SECONDS = Histogram(
     "forewarn_processing_seconds", "Time to decide on one event, fan-out included", ["event_type"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+FANOUT_RECIPIENTS = Gauge("forewarn_fanout_recipients", "Planned recipients of an outage fan-out",
+                          ["outage", "partition", "channel"])
+FANOUT_ESTIMATED_SECONDS = Gauge("forewarn_fanout_estimated_seconds",
+                                 "Estimated time to send an outage fan-out at the provider rate", ["outage", "partition"])
+FANOUT_OVER_LIMIT = Counter("forewarn_fanout_over_limit_total",
+                            "Fan-outs estimated to take longer than FOREWARN_FANOUT_LIMIT")
 
 
 def serve(port: int, address: str = "127.0.0.1") -> None:

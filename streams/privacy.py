@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
-PHONE = re.compile(r"\+?\d[\d ]{7,16}\d")
+# E.164 (+31612345678, also written with spaces) or a Dutch national mobile (0612345678); not any long number.
+PHONE = re.compile(r"(?<![\w.])(?:\+\d[\d ]{7,16}\d|0\d{9})(?![\w.])")
 EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
 
@@ -24,18 +25,30 @@ def mask(text: str) -> str:
 
 
 class MaskingFilter(logging.Filter):
-    """Attached to the root handlers so that no library's log line leaks customer data."""
+    """For handlers set up by hand: masks the message before any formatter sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask(message)
         if masked != message:
-            record.msg, record.args = masked, None
+            record.msg, record.args = masked, ()
         return True
 
 
+class MaskingFormatter(logging.Formatter):
+    """Wraps a handler's formatter and masks what it produced, tracebacks included."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(self.inner.format(record))
+
+
 def install(logger: logging.Logger | None = None) -> None:
+    """Mask every handler of ``logger`` (default: the root logger), whoever configured it."""
     target = logger or logging.getLogger()
     for handler in target.handlers:
-        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
-            handler.addFilter(MaskingFilter())
+        if not isinstance(handler.formatter, MaskingFormatter):
+            handler.setFormatter(MaskingFormatter(handler.formatter))

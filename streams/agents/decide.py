@@ -17,6 +17,7 @@ decided at its own due time, as the simulator does after its last event.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -29,8 +30,11 @@ from streams.core.config import load_config
 from streams.core.decide import Decider, Notification, event_time
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.schedule import Due
-from streams.metrics import NOTIFICATIONS, PROCESSING_SECONDS, SUPPRESSED
+from streams.core.plan import plan_fanout
+from streams.metrics import (FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT_RECIPIENTS, NOTIFICATIONS,
+                             PROCESSING_SECONDS, SUPPRESSED)
 
+log = logging.getLogger(__name__)
 config = load_config(settings)
 directory = CustomerDirectory(customers_table, settings.partitions)
 decider = Decider(config.rules, config.renderer, directory, outages_table, states_table)
@@ -70,6 +74,25 @@ async def fire_due() -> None:
                              partition=owner_partition(due.customer_id, settings.partitions))
 
 
+def announce_fanout(payload: dict, partition: int) -> None:
+    """Log and expose the plan of an outage fan-out before it starts; loudly when it will take too long."""
+    plan = plan_fanout(decider, payload, partition)
+    if plan is None:
+        return
+    sms_rate, email_rate = settings.sms_rate / settings.partitions, settings.email_rate / settings.partitions
+    seconds = plan.seconds(sms_rate, email_rate)
+    labels = (plan.outage_id, str(partition))
+    for channel in ("sms", "email"):
+        FANOUT_RECIPIENTS.labels(*labels, channel).set(plan.recipients[channel])
+    FANOUT_ESTIMATED_SECONDS.labels(*labels).set(seconds)
+    log.info("%s", plan.describe(sms_rate, email_rate))
+    if seconds > settings.fanout_limit:
+        FANOUT_OVER_LIMIT.inc()
+        log.warning("FAN-OUT TOO SLOW: outage %s on partition %d needs about %.0f s at this partition's share of the "
+                    "provider rate, more than the %.0f s limit; raise the rate or narrow the rule",
+                    plan.outage_id, partition, seconds, settings.fanout_limit)
+
+
 async def emit(sends: Sends, outcomes) -> None:
     for outcome in outcomes:
         if isinstance(outcome, Notification):
@@ -101,7 +124,8 @@ async def decide(stream):
                 await emit(sends, decider.fire_due(late, owned_by({partition})))
             else:
                 now = datetime.now(timezone.utc)
+            if payload["type"] == "outage.started":
+                announce_fanout(payload, partition)
             await emit(sends, decider.handle(payload, now, partition=partition))
             kind = payload["type"]
-        await sends.flush()
         PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)

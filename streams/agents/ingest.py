@@ -41,4 +41,3 @@ async def ingest(stream):
         else:
             for key, partition in routes(parsed, settings.partitions):
                 await sends.send(events_topic, key, event.value, partition)
-        await sends.flush()

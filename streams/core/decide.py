@@ -55,9 +55,12 @@ class Notification:
     key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in NOTIFICATION_FIELDS}
         record["event_ids"] = list(self.event_ids)
         return {k: v for k, v in record.items() if v is not None or k in ("subject", "html")}
+
+
+NOTIFICATION_FIELDS = tuple(Notification.__dataclass_fields__)
 
 
 @dataclass(frozen=True)

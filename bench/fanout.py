@@ -1,0 +1,169 @@
+"""Outage fan-out at ISP scale, through one worker on the embedded broker.
+
+1,000,000 customers over 20,000 postcodes (2,000 PC4 areas of 10 PC6 each) are
+loaded through kafka-python into a worker; then one ``outage.started`` hits 200
+PC4 areas, 100,000 customers. Printed: load and materialise times, the time
+from producing the outage to the last notification on the ``notifications``
+topic, notifications per second, the worker's RSS and peak RSS, and, as the
+baseline measured in this same run, the same fan-out through the decision core
+in-process (the simulator's speed). Last line: the ratio worker / simulator.
+
+The worker runs ingest and decide only (FOREWARN_DISPATCH=0), as a fan-out
+worker would in production next to separate dispatch workers; the rules are
+config/rules.yaml's outage notice without its grace period.
+
+    .venv/bin/python bench/fanout.py [--customers 1000000] [--areas 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.cli import _load_customers  # noqa: E402
+from streams.core.decide import Decider, Notification  # noqa: E402
+from streams.core.directory import CustomerDirectory  # noqa: E402
+from streams.core.render import Renderer  # noqa: E402
+from streams.core.rules import load_rules  # noqa: E402
+from streams.events import Schemas  # noqa: E402
+from streams.kafka_tools import API_VERSION, ensure_topics, produce_json, wait_drained  # noqa: E402
+from streams.process import WorkerProcess  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+RULES = """\
+version: 1
+defaults: {quiet_hours: false}
+rules:
+  - id: outage-started
+    on: outage.started
+    audience: area
+    channels: [sms, email]
+    template: outage_started
+    essential: true
+    tiers:
+      basic: {channels: [email, sms]}
+"""
+LETTERS = "ABCDEFGHJKLMNPRSTVWXZ"
+
+
+def write_customers(path: Path, count: int, areas: int) -> None:
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["customer_id", "name", "phone", "email", "locale", "timezone", "tier", "postcode",
+                      "node_id", "critical", "consent_sms", "consent_email"])
+        for number in range(count):
+            area = 1000 + number % areas
+            postcode = f"{area}{LETTERS[number // areas % 10]}{LETTERS[number // areas // 10 % 21]}"
+            out.writerow([f"C{number:07d}", "Jan Jansen", f"+3161{number % 10_000_000:07d}",
+                          f"klant{number}@example.nl", "en" if number % 7 == 0 else "nl", "Europe/Amsterdam",
+                          ("basic", "standard", "premium")[number % 3], postcode, f"N-{area}",
+                          "true" if number % 997 == 0 else "false", "true" if number % 5 else "false", "true"])
+
+
+def rss(pid: int) -> tuple[int, int]:
+    """(current, peak) resident set size in bytes, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def count_until(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[int, float]:
+    """Read ``topic`` until ``expected`` messages; returns (count, broker timestamp of the last, in s)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False,
+                             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    seen, last, deadline = 0, 0.0, time.monotonic() + timeout
+    while seen < expected and time.monotonic() < deadline:
+        for messages in consumer.poll(timeout_ms=500, max_records=50_000).values():
+            seen += len(messages)
+            last = max(last, max(m.timestamp for m in messages) / 1000)
+    consumer.close()
+    return seen, last
+
+
+def simulator_baseline(customers_csv: Path, rules_path: Path, event: dict) -> tuple[int, float]:
+    from streams.customer_files import read_customer_rows
+
+    renderer = Renderer(ROOT / "templates")
+    decider = Decider(load_rules(rules_path, renderer, Schemas()), renderer, CustomerDirectory())
+    for _, record, _ in read_customer_rows(customers_csv):
+        decider.directory.upsert({"id": record.pop("customer_id"), **record})
+    started = time.perf_counter()
+    sent = sum(1 for o in decider.handle(event, datetime.now(timezone.utc)) if isinstance(o, Notification))
+    return sent, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--postcode-areas", type=int, default=2_000, help="PC4 areas (10 PC6 postcodes each)")
+    parser.add_argument("--areas", type=int, default=200, help="PC4 areas the outage hits")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="forewarn-fanout-"))
+    customers_csv, rules_path = work / "customers.csv", work / "rules.yaml"
+    rules_path.write_text(RULES)
+    write_customers(customers_csv, args.customers, args.postcode_areas)
+    event = {"id": f"bench-{uuid.uuid4().hex[:6]}", "type": "outage.started",
+             "occurred_at": datetime.now(timezone.utc).isoformat(),
+             "data": {"outage_id": "OUT-BENCH", "service": "internet",
+                      "areas": [str(1000 + a) for a in range(args.areas)],
+                      "expected_end": "2026-11-25T23:00:00+01:00"}}
+
+    os.environ["FOREWARN_PARTITIONS"] = str(args.partitions)
+    settings = Settings.from_env()
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker.bootstrap, settings.topics.all(), args.partitions)
+        app_id = f"fanout-{uuid.uuid4().hex[:6]}"
+        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
+                                "FOREWARN_RULES": str(rules_path), "FOREWARN_DISPATCH": "0",
+                                "FOREWARN_PARTITIONS": str(args.partitions), "FOREWARN_LOG_LEVEL": "warning",
+                                "FOREWARN_METRICS_PORT": str(free_port())}, work / "worker.log").start()
+        try:
+            started = time.monotonic()
+            sent, _ = _load_customers(broker.bootstrap, settings.topics.customers, customers_csv)
+            loaded = time.monotonic() - started
+            pipeline = (settings.topics.customers, settings.topics.events)
+            if not wait_drained(broker.bootstrap, app_id, pipeline, 3600, settle=2, alive=lambda: worker.running):
+                raise SystemExit(f"the worker did not take in the customers; see {worker.log_path}")
+            materialised = time.monotonic() - started
+            idle_rss, idle_peak = rss(worker.process.pid)
+
+            produced = time.time()
+            produce_json(broker.bootstrap, settings.topics.outages, [("OUT-BENCH", event)])
+            expected_hit = sum(1 for n in range(args.customers) if n % args.postcode_areas < args.areas)
+            count, last = count_until(broker.bootstrap, settings.topics.notifications, expected_hit, 1800)
+            after_rss, peak = rss(worker.process.pid)
+        finally:
+            worker.stop()
+    elapsed = last - produced
+    print(f"customers: {sent:,} loaded in {loaded:.1f} s ({sent / loaded:,.0f}/s), materialised by the worker "
+          f"after {materialised:.1f} s ({sent / materialised:,.0f}/s)")
+    print(f"worker RSS with {sent:,} customers: {idle_rss / 2**20:,.0f} MiB "
+          f"({idle_rss / sent:,.0f} bytes per customer); peak during the run {peak / 2**20:,.0f} MiB")
+    print(f"outage hitting {expected_hit:,} customers: {count:,} notifications, the last {elapsed:.2f} s after "
+          f"outage.started was produced: {count / elapsed:,.0f} notifications/s through one worker")
+    baseline_sent, baseline_seconds = simulator_baseline(customers_csv, rules_path, event)
+    print(f"baseline, the decision core in-process (simulator): {baseline_sent:,} notifications in "
+          f"{baseline_seconds:.2f} s = {baseline_sent / baseline_seconds:,.0f}/s")
+    print(f"ratio worker / simulator fan-out speed: {(count / elapsed) / (baseline_sent / baseline_seconds):.2f}")
+
+
+if __name__ == "__main__":
+    main()

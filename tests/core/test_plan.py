@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from streams.core.decide import Decider, Notification
+from streams.core.directory import CustomerDirectory
+from streams.core.plan import plan_fanout
+from streams.core.rules import load_rules
+from streams.settings import ROOT
+from tests.core.test_decide import customer, outage
+
+
+def test_plan_counts_what_the_fan_out_will_send(renderer, schemas):
+    rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
+    decider = Decider(rules, renderer, CustomerDirectory())
+    for c in [customer("S1"), customer("S2", locale="en"), customer("E1", sms=False), customer("P1", tier="premium"),
+              customer("B1", tier="basic"), customer("N1", sms=False, email=False), customer("X1", "2000AA")]:
+        decider.directory.upsert(c)
+    event = outage()
+    plan = plan_fanout(decider, event)
+    assert dict(plan.recipients) == {"sms": 3, "email": 3} and plan.unreachable == 1
+    assert plan.sms_segments == 3  # one segment each
+    assert plan.seconds(sms_rate=1.0, email_rate=100.0) == 3.0
+    assert "3 SMS (3 segments), 3 emails, 1 unreachable" in plan.describe(1.0, 100.0)
+
+    start = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
+    outcomes = list(decider.handle(event, start)) + list(decider.fire_due(datetime(2026, 11, 25, 14, 0, tzinfo=timezone.utc)))
+    sent = [o.channel for o in outcomes if isinstance(o, Notification)]
+    assert sorted(sent) == ["email"] * 3 + ["sms"] * 3
