@@ -37,6 +37,9 @@ class Topics:
     suppressed: str = "suppressed"
     deliveries: str = "deliveries"
     deadletter: str = "deadletter"
+    retry: str = "notifications.retry"  # notifications parked after the dispatcher's retry budget
+    optouts: str = "optouts"  # {customer_id, channel, reason, at}: consent withdrawn at the provider
+    fallbacks: str = "fallbacks"  # {notification_id, customer_id, rule, failed_channel, reason}
 
     @classmethod
     def from_env(cls) -> "Topics":
@@ -75,6 +78,28 @@ class Settings:
     clock: str = "wall"
     event_lateness: float = 3600.0
     event_idle: float = 3.0
+    dispatch: bool = True  # false: this worker decides but does not send (separate dispatch workers)
+    fanout_limit: float = 3600.0  # seconds; a longer estimated fan-out is flagged (Twilio drops after 10 h queued)
+    # Providers. Credentials come only from the environment and never show in a repr.
+    twilio_account_sid: str | None = field(default=None, repr=False)
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str | None = None  # another host for the Twilio API: the imitation
+    sendgrid_api_key: str | None = field(default=None, repr=False)
+    sendgrid_from: str | None = None
+    sendgrid_base_url: str | None = None
+    sendgrid_webhook_public_key: str | None = None  # Event Webhook verification key (base64 DER)
+    sms_rate: float = 1.0  # SMS segments per second for the whole Twilio account, shared by the workers
+    email_rate: float = 100.0  # emails per second for the whole SendGrid account
+    provider_timeout: float = 10.0
+    dispatch_window: int = 100  # notifications in flight per worker; offsets advance per window
+    dispatch_attempts: int = 10  # sends (and look-ups) per notification before it is parked
+    retry_delay: float = 60.0  # a parked notification is tried again this long after parking
+    webhook_public_url: str | None = None  # where Twilio and SendGrid reach the receiver, e.g. https://hooks.example.nl
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8088
+    webhook_max_age: float = 300.0  # older signed receipts are refused as stale
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -97,4 +122,25 @@ class Settings:
             clock=_env("FOREWARN_CLOCK", cls.clock),
             event_lateness=float(_env("FOREWARN_EVENT_LATENESS", str(cls.event_lateness))),
             event_idle=float(_env("FOREWARN_EVENT_IDLE", str(cls.event_idle))),
+            dispatch=_env("FOREWARN_DISPATCH", "1") != "0",
+            fanout_limit=float(_env("FOREWARN_FANOUT_LIMIT", str(cls.fanout_limit))),
+            twilio_account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or None,
+            twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+            twilio_from=os.environ.get("TWILIO_FROM") or None,
+            twilio_messaging_service_sid=os.environ.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+            twilio_base_url=os.environ.get("FOREWARN_TWILIO_BASE_URL") or None,
+            sendgrid_api_key=os.environ.get("SENDGRID_API_KEY") or None,
+            sendgrid_from=os.environ.get("SENDGRID_FROM") or None,
+            sendgrid_base_url=os.environ.get("FOREWARN_SENDGRID_BASE_URL") or None,
+            sendgrid_webhook_public_key=os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
+            sms_rate=float(_env("FOREWARN_SMS_RATE", str(cls.sms_rate))),
+            email_rate=float(_env("FOREWARN_EMAIL_RATE", str(cls.email_rate))),
+            provider_timeout=float(_env("FOREWARN_PROVIDER_TIMEOUT", str(cls.provider_timeout))),
+            dispatch_window=int(_env("FOREWARN_DISPATCH_WINDOW", str(cls.dispatch_window))),
+            dispatch_attempts=int(_env("FOREWARN_DISPATCH_ATTEMPTS", str(cls.dispatch_attempts))),
+            retry_delay=float(_env("FOREWARN_RETRY_DELAY", str(cls.retry_delay))),
+            webhook_public_url=os.environ.get("FOREWARN_WEBHOOK_PUBLIC_URL") or None,
+            webhook_host=_env("FOREWARN_WEBHOOK_HOST", cls.webhook_host),
+            webhook_port=int(_env("FOREWARN_WEBHOOK_PORT", str(cls.webhook_port))),
+            webhook_max_age=float(_env("FOREWARN_WEBHOOK_MAX_AGE", str(cls.webhook_max_age))),
         )
