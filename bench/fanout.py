@@ -27,20 +27,18 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.cli import _load_customers  # noqa: E402
 from streams.core.decide import Decider, Notification  # noqa: E402
 from streams.core.directory import CustomerDirectory  # noqa: E402
 from streams.core.render import Renderer  # noqa: E402
 from streams.core.rules import load_rules  # noqa: E402
 from streams.events import Schemas  # noqa: E402
-from streams.kafka_tools import API_VERSION, ensure_topics, produce_json, wait_drained  # noqa: E402
+from streams.kafka_tools import API_VERSION, ensure_topics, load_customers, produce_json, wait_drained  # noqa: E402
 from streams.process import WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -137,7 +135,7 @@ def main() -> None:
                                 "FOREWARN_METRICS_PORT": str(free_port())}, work / "worker.log").start()
         try:
             started = time.monotonic()
-            sent, _ = _load_customers(broker.bootstrap, settings.topics.customers, customers_csv)
+            sent, _ = load_customers(broker.bootstrap, settings.topics.customers, customers_csv)
             loaded = time.monotonic() - started
             pipeline = (settings.topics.customers, settings.topics.events)
             if not wait_drained(broker.bootstrap, app_id, pipeline, 3600, settle=2, alive=lambda: worker.running):

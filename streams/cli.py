@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,7 +10,6 @@ from typing import Optional
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from streams.settings import ROOT, Settings
@@ -76,36 +72,10 @@ def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=F
 def load_customers(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Load customers from JSON Lines or CSV onto the customers topic."""
     settings = _configured_broker()
-    sent, skipped = _load_customers(settings.bootstrap_servers, settings.topics.customers, file)
+    from streams.kafka_tools import load_customers as load
+
+    sent, skipped = load(settings.bootstrap_servers, settings.topics.customers, file, err)
     console.print(f"sent {sent} customers to {settings.topics.customers}; skipped {skipped} unreadable lines")
-
-
-def _load_customers(bootstrap: str, topic: str, file: Path) -> tuple[int, int]:
-    from streams.customer_files import read_customer_rows, upsert_event
-    from streams.kafka_tools import producer
-
-    with file.open("rb") as handle:
-        total = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    sent = skipped = 0
-    kafka = producer(bootstrap, batch_size=256 * 1024, linger_ms=20)
-    try:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("customers", total=total)
-            for line, record, reason in read_customer_rows(file):
-                if reason:
-                    skipped += 1
-                    err.print(f"{file}:{line}: {reason}")
-                    continue
-                kafka.send(topic, key=record["customer_id"].encode(),
-                           value=orjson.dumps(upsert_event(record, sequence=line)))
-                sent += 1
-                if sent % 2000 == 0:
-                    progress.update(task, completed=line)
-            progress.update(task, completed=total)
-        kafka.flush()
-    finally:
-        kafka.close()
-    return sent, skipped
 
 
 def _configured_broker() -> Settings:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.broker import EmbeddedBroker, free_port
-from streams.kafka_tools import ensure_topics, read_topic, replay_in_order, wait_drained
+from streams.kafka_tools import ensure_topics, load_customers, read_topic, replay_in_order, wait_drained
 from streams.privacy import mask
 from streams.process import WorkerProcess
 from streams.settings import Settings
@@ -20,8 +20,7 @@ from streams.settings import Settings
 
 def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, timeout: float,
              console: Console) -> None:
-    from streams.cli import _load_customers
-
+    
     topics = settings.topics
     with EmbeddedBroker() as broker:
         console.print(f"[bold]1.[/bold] embedded broker (Tansu, memory only) on {broker.bootstrap}")
@@ -33,7 +32,7 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
                                 "FOREWARN_CLOCK": "event"}, log_path).start()
         started = time.monotonic()
         try:
-            sent, _ = _load_customers(broker.bootstrap, topics.customers, customers)
+            sent, _ = load_customers(broker.bootstrap, topics.customers, customers)
             console.print(f"[bold]2.[/bold] worker started; {sent} customers sent to '{topics.customers}'")
             pipeline = (*topics.source(), topics.events, topics.due, topics.notifications)
             if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running):

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from rich.console import Console
+from rich.progress import Progress
+
+from streams.customer_files import read_customer_rows, upsert_event
 
 API_VERSION = (2, 5, 0)
 
@@ -127,20 +132,6 @@ def event_key(line: bytes) -> str | None:
     return event.get("customer_id") or (data.get("outage_id") if isinstance(data, dict) else None)
 
 
-def replay_events(bootstrap: str, topic_for: Callable[[str], str], lines: Iterable[bytes],
-                  fallback_topic: str) -> int:
-    """Send event lines to the topic of their type, keyed; unreadable lines go to ``fallback_topic``."""
-    by_topic: dict[str, list[bytes]] = {}
-    for line in lines:
-        try:
-            topic = topic_for(orjson.loads(line)["type"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            topic = fallback_topic
-        by_topic.setdefault(topic, []).append(line)
-    return sum(produce_json(bootstrap, topic, ((event_key(line), line) for line in batch))
-               for topic, batch in by_topic.items())
-
-
 def total_end_offset(consumer: KafkaConsumer, topics: Iterable[str]) -> int:
     partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
     return sum(consumer.end_offsets(partitions).values())
@@ -178,3 +169,33 @@ def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iter
         sender.close()
         watcher.close()
     return sent
+
+
+def load_customers(bootstrap: str, topic: str, file: Path, console: Console | None = None) -> tuple[int, int]:
+    """Customers from JSON Lines or CSV onto ``topic`` as customer.upserted events, with a progress bar.
+
+    Returns (sent, skipped); an unreadable line is reported and skipped.
+    """
+    console = console or Console(stderr=True)
+    with file.open("rb") as handle:
+        total = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    sent = skipped = 0
+    kafka = producer(bootstrap, batch_size=256 * 1024, linger_ms=20)
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("customers", total=total)
+            for line, record, reason in read_customer_rows(file):
+                if reason:
+                    skipped += 1
+                    console.print(f"{file}:{line}: {reason}")
+                    continue
+                kafka.send(topic, key=record["customer_id"].encode(),
+                           value=orjson.dumps(upsert_event(record, sequence=line)))
+                sent += 1
+                if sent % 2000 == 0:
+                    progress.update(task, completed=line)
+            progress.update(task, completed=total)
+        kafka.flush()
+    finally:
+        kafka.close()
+    return sent, skipped

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from streams.core.render import Renderer
 from streams.core.rules import RuleSet, check_rules, load_rules
-from streams.errors import ConfigError, RulesError
+from streams.errors import ConfigError
 from streams.events import Schemas
 from streams.settings import Settings
 

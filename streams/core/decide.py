@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from streams.core.directory import Customer, CustomerDirectory, owner_partition
+from streams.core.directory import Customer, CustomerDirectory
 from streams.core.render import Rendered, Renderer
 from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex

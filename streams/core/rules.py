@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jinja2 import nodes
-from jinja2.exceptions import TemplateError as JinjaTemplateError, TemplateSyntaxError
+from jinja2.exceptions import TemplateSyntaxError
 from jsonschema.exceptions import best_match
 
 from ruamel.yaml import YAML

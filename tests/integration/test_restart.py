@@ -14,8 +14,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from streams.cli import _load_customers
-from streams.kafka_tools import produce_json, read_topic, wait_drained
+from streams.kafka_tools import load_customers, produce_json, read_topic, wait_drained
 from streams.settings import ROOT
 from tests.conftest import write
 
@@ -65,7 +64,7 @@ def test_pending_messages_survive_sigkill_and_fire_exactly_once(broker, settings
     rules = write(tmp_path / "rules.yaml", RULES)
     env = {"FOREWARN_RULES": str(rules), "FOREWARN_CLOCK": "wall"}
     first = start_worker(**env)
-    _load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
+    load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
     source = (*settings.topics.source(), settings.topics.events)
     assert wait_drained(broker.bootstrap, start_worker.app_id, source, 90, alive=lambda: first.running), first.log()[-2000:]
 
