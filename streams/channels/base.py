@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
+
+from streams.channels.ratelimit import TokenBucket
+from streams.errors import ChannelUnavailable
 
 
 @dataclass(frozen=True)
@@ -16,19 +20,49 @@ class Handover:
     status: str = "sent"
 
 
+class Throttled(ChannelUnavailable):
+    """The provider said "too many requests" (HTTP 429); ``retry_after`` when it said when."""
+
+
+class OutcomeUnknown(ChannelUnavailable):
+    """The request may or may not have been taken (5xx, time-out, connection lost mid-answer).
+
+    Neither Twilio nor SendGrid takes an idempotency key, so sending again could
+    send twice: ask the provider (``Channel.find_sent``) before sending again.
+    """
+
+
 class Channel(ABC):
     """A way to reach a customer. Limits are class attributes; failures are exceptions.
 
-    ``send`` raises ``ChannelRejected`` when the provider refuses for good and
-    ``ChannelUnavailable`` when it may accept later.
+    ``send`` raises ``ChannelRejected`` when the provider refuses for good,
+    ``Throttled`` or ``ChannelUnavailable`` when it may accept later, and
+    ``OutcomeUnknown`` when it cannot be told whether the message went out.
     """
 
     provider: ClassVar[str]
     channels: ClassVar[tuple[str, ...]]
     max_body_chars: ClassVar[int] = 1600
+    # Provider error codes that mean the customer withdrew consent (e.g. Twilio 21610, STOP).
+    optout_codes: ClassVar[frozenset[int]] = frozenset()
+    # Paces this provider account; None for channels without a limit (the outbox).
+    limiter: TokenBucket | None = None
 
     @abstractmethod
     async def send(self, notification: dict[str, Any]) -> Handover: ...
+
+    async def find_sent(self, notification: dict[str, Any], since: datetime) -> Handover | None:
+        """The provider's record of ``notification`` if it took it at or after ``since``; None if not.
+
+        Raises ``ChannelUnavailable`` when the provider cannot be asked now. The
+        default cannot look anything up and answers None (send again): right for
+        channels that are idempotent themselves, like the outbox.
+        """
+        return None
+
+    def cost(self, notification: dict[str, Any]) -> float:
+        """Tokens one send takes from the limiter: 1 message, or the SMS's segments."""
+        return 1.0
 
     async def close(self) -> None:
         """Release files or connections; most channels hold none."""
