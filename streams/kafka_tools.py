@@ -37,6 +37,40 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> Non
         admin.close()
 
 
+def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
+                probe: KafkaConsumer | None = None) -> dict[TopicPartition, int]:
+    """The offset after the last message of each partition, checked by reading.
+
+    The embedded broker (Tansu 0.6) answers a ListOffsets with the last batch's
+    first offset + 1, so after a batch of five it says 1 where Kafka says 5.
+    Fetching from there returns that whole batch, whose last offset is the truth.
+    """
+    reported = consumer.end_offsets(partitions)
+    own_probe = probe is None
+    probe = probe or KafkaConsumer(bootstrap_servers=consumer.config["bootstrap_servers"], api_version=API_VERSION,
+                                   enable_auto_commit=False)
+    try:
+        truth = dict(reported)
+        waiting = [tp for tp, end in reported.items() if end > 0]
+        if waiting:
+            probe.assign(waiting)
+            for tp in waiting:
+                probe.seek(tp, reported[tp] - 1)
+            deadline = time.monotonic() + 2.0
+            while waiting and time.monotonic() < deadline:
+                for tp, messages in probe.poll(timeout_ms=100).items():
+                    truth[tp] = max(truth[tp], messages[-1].offset + 1)
+                    if tp in waiting:
+                        waiting.remove(tp)
+                        probe.pause(tp)
+        return truth
+    finally:
+        if own_probe:
+            probe.close()
+        else:
+            probe.assign([])
+
+
 def producer(bootstrap: str, **options: Any) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, **{"acks": "all", "linger_ms": 5, **options})
 
@@ -70,7 +104,7 @@ def iter_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> Iterator[Any
             return
         consumer.assign(partitions)
         consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
+        ends = end_offsets(consumer, partitions)
         remaining = {tp for tp, end in ends.items() if end > 0}
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
@@ -90,7 +124,7 @@ def lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
     try:
         partitions = [TopicPartition(topic, p) for topic in topics
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        ends = consumer.end_offsets(partitions)
+        ends = end_offsets(consumer, partitions)
         behind = 0
         for tp in partitions:
             committed = consumer.committed(tp) or 0
@@ -132,9 +166,9 @@ def event_key(line: bytes) -> str | None:
     return event.get("customer_id") or (data.get("outage_id") if isinstance(data, dict) else None)
 
 
-def total_end_offset(consumer: KafkaConsumer, topics: Iterable[str]) -> int:
+def total_end_offset(consumer: KafkaConsumer, topics: Iterable[str], probe: KafkaConsumer | None = None) -> int:
     partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    return sum(consumer.end_offsets(partitions).values())
+    return sum(end_offsets(consumer, partitions, probe).values())
 
 
 def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iterable[bytes], fallback_topic: str,
@@ -147,6 +181,7 @@ def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iter
     previous event has come out of ingest on one of the ``ingested`` topics.
     """
     watcher = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
     sender = producer(bootstrap, linger_ms=0)
     sent = 0
     try:
@@ -156,18 +191,19 @@ def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iter
                 topic = topic_for(orjson.loads(line)["type"])
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 topic = fallback_topic
-            before = total_end_offset(watcher, ingested)
+            before = total_end_offset(watcher, ingested, probe)
             sender.send(topic, key=(event_key(line) or "").encode() or None, value=line)
             sender.flush()
             sent += 1
             deadline = time.monotonic() + timeout
-            while total_end_offset(watcher, ingested) == before:
+            while total_end_offset(watcher, ingested, probe) == before:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"event {sent} was not taken in within {timeout} s")
                 time.sleep(0.01)
     finally:
         sender.close()
         watcher.close()
+        probe.close()
     return sent
 
 
