@@ -182,15 +182,42 @@ def generate(out: Path = typer.Option(Path("week")), customers: int = typer.Opti
 @cli.command()
 def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.jsonl", exists=True),
          events: Path = typer.Option(ROOT / "config" / "demo" / "events.jsonl", exists=True),
-         outbox: Path = typer.Option(Path("outbox")), timeout: float = typer.Option(120.0)) -> None:
+         outbox: Path = typer.Option(Path("outbox")), timeout: float = typer.Option(120.0),
+         providers: str = typer.Option("outbox", help="outbox (files) or imitation (the Twilio and SendGrid "
+                                                      "SDKs against a local imitation of their APIs)")) -> None:
     """Start everything on the embedded broker, replay the demo events, show what was sent."""
     from streams.demo import run_demo
 
+    if providers not in ("outbox", "imitation"):
+        err.print("[red]error[/red] --providers is outbox or imitation")
+        raise typer.Exit(2)
     settings = Settings.from_env()
     _preflight(settings)
     if outbox.exists():
         shutil.rmtree(outbox)
-    run_demo(settings, customers, events, outbox, timeout, console)
+    run_demo(settings, customers, events, outbox, timeout, console, imitation=providers == "imitation")
+
+
+@cli.command()
+def webhooks() -> None:
+    """Receive Twilio status callbacks and SendGrid events (signed), onto the deliveries topic."""
+    from streams.errors import ConfigError
+    from streams.webhooks import serve
+
+    try:
+        serve(_configured_broker())
+    except ConfigError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2)
+
+
+@cli.command()
+def imitation(port: int = typer.Option(0), sms_rate: Optional[float] = typer.Option(None),
+              email_rate: Optional[float] = typer.Option(None)) -> None:
+    """Run the local imitation of the Twilio and SendGrid APIs (127.0.0.1 only); prints the worker's environment."""
+    from streams.providers.imitation import serve
+
+    serve(port=port, sms_rate=sms_rate, email_rate=email_rate)
 
 
 def main() -> None:

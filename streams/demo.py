@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
@@ -15,21 +16,26 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_tools import ensure_topics, load_customers, read_topic, replay_in_order, wait_drained
 from streams.privacy import mask
 from streams.process import WorkerProcess
+from streams.providers.local import LocalProviders
 from streams.settings import Settings
 
 
 def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, timeout: float,
-             console: Console) -> None:
-    
+             console: Console, imitation: bool = False) -> None:
     topics = settings.topics
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker, ExitStack() as stack:
         console.print(f"[bold]1.[/bold] embedded broker (Tansu, memory only) on {broker.bootstrap}")
         ensure_topics(broker.bootstrap, topics.all(), settings.partitions)
+        providers = {}
+        if imitation:
+            local = stack.enter_context(LocalProviders(settings, broker.bootstrap, sms_rate=20.0, email_rate=50.0))
+            providers = {**local.env, "FOREWARN_SMS_RATE": "20", "FOREWARN_EMAIL_RATE": "50"}
+            console.print(f"   Twilio and SendGrid imitation on {local.imitation.url}, receipts to {local.receiver.url}")
         log_path = Path(tempfile.gettempdir()) / f"forewarn-demo-worker-{broker.port}.log"
         worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_OUTBOX": str(outbox),
                                 "FOREWARN_METRICS_PORT": str(free_port()),
                                 # The demo's events are from one afternoon: decide on their time, as the simulator does.
-                                "FOREWARN_CLOCK": "event"}, log_path).start()
+                                "FOREWARN_CLOCK": "event", **providers}, log_path).start()
         started = time.monotonic()
         try:
             sent, _ = load_customers(broker.bootstrap, topics.customers, customers)
@@ -48,9 +54,49 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
                 raise SystemExit(f"the pipeline did not drain within {timeout:.0f} s; log: {log_path}")
             suppressed = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, topics.suppressed)]
             dead = read_topic(broker.bootstrap, topics.deadletter)
+            if imitation:
+                sent = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, topics.notifications)]
+                receipts = _wait_for_receipts(broker.bootstrap, topics.deliveries, len(sent), timeout=30)
         finally:
             worker.stop()
+    if imitation:
+        _show_providers(console, sent, local.imitation.accepted, receipts)
+        console.print(f"dead-lettered events: {len(dead)}; worker log: {log_path}")
+        return
     _show(console, outbox, suppressed, len(dead), log_path)
+
+
+def _wait_for_receipts(bootstrap: str, topic: str, expected: int, timeout: float) -> list[dict]:
+    """Delivery receipts come back from the providers' callbacks a moment after the sends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [orjson.loads(m.value) for m in read_topic(bootstrap, topic)]
+        delivered = {r["notification_id"] for r in records if r["status"] == "delivered"}
+        if len(delivered) >= expected or time.monotonic() > deadline:
+            return records
+        time.sleep(1)
+
+
+def _show_providers(console: Console, sent: list[dict], accepted: list, receipts: list[dict]) -> None:
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 160))
+    status: dict[str, str] = {}
+    for receipt in receipts:  # the latest word per notification: sent, then delivered
+        if status.get(receipt["notification_id"]) != "delivered":
+            status[receipt["notification_id"]] = receipt["status"]
+    table = Table(title=f"{len(accepted)} messages accepted by the Twilio and SendGrid imitation")
+    for column in ("rule", "channel", "customer", "to", "provider id", "receipt"):
+        table.add_column(column, no_wrap=True)
+    by_id = {n["id"]: n for n in sent}
+    for message in sorted(accepted, key=lambda m: (by_id.get(m.notification_id, {}).get("rule", ""), m.to)):
+        notification = by_id.get(message.notification_id, {})
+        table.add_row(notification.get("rule", "?"), notification.get("channel", message.provider),
+                      notification.get("customer_id", "?"), mask(message.to), message.sid,
+                      status.get(message.notification_id, "-"))
+    console.print(table)
+    delivered = sum(1 for value in status.values() if value == "delivered")
+    console.print(f"{len(sent)} notifications decided, {len(accepted)} accepted by the providers, "
+                  f"{delivered} delivered receipts back on the deliveries topic")
 
 
 def _show(console: Console, outbox: Path, suppressed: list[dict], dead: int, log_path: Path) -> None:
