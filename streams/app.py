@@ -49,7 +49,9 @@ def raw_topic(name: str) -> faust.TopicT:
 source_topics = app.topic(*settings.topics.source(), key_serializer="raw", value_serializer="raw")
 events_topic = raw_topic(settings.topics.events)
 due_topic = raw_topic(settings.topics.due)
-decide_input = app.topic(settings.topics.events, settings.topics.due, key_serializer="raw", value_serializer="raw")
+# Everything that changes a customer's state, all co-partitioned by customer: one agent applies it in order.
+decide_input = app.topic(settings.topics.events, settings.topics.due, settings.topics.optouts, settings.topics.fallbacks,
+                         key_serializer="raw", value_serializer="raw")
 notifications_topic = raw_topic(settings.topics.notifications)
 suppressed_topic = raw_topic(settings.topics.suppressed)
 deliveries_topic = raw_topic(settings.topics.deliveries)

@@ -2,8 +2,9 @@
 
 The decision itself is ``streams.core.decide.Decider``, the same code the
 simulator runs; this module only feeds it, fires its timers and produces its
-outcomes. One agent reads both ``forewarn-events`` and ``forewarn-due`` so that
-every change to a customer's state is made by one coroutine, in order.
+outcomes. One agent reads ``forewarn-events``, ``forewarn-due`` and the dispatcher's
+``optouts`` and ``fallbacks`` so that every change to a customer's state is
+made by one coroutine, in order.
 
 Clock: ``FOREWARN_CLOCK=wall`` (production) decides on wall-clock time and a
 timer fires pending messages. ``event`` (replays, the demo, tests) decides on
@@ -110,11 +111,19 @@ async def decide(stream):
         started = time.perf_counter()
         payload = orjson.loads(event.value)
         partition = event.message.partition
-        if event.message.topic == settings.topics.due:
+        topic = event.message.topic
+        if topic == settings.topics.due:
             due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
             now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
             await emit(sends, decider.fire(due, now))
             kind = "due"
+        elif topic == settings.topics.optouts:
+            decider.opt_out(payload["customer_id"], payload["channel"])
+            kind = "optout"
+        elif topic == settings.topics.fallbacks:
+            now = clock["watermark"] if settings.clock == "event" and clock["watermark"] else datetime.now(timezone.utc)
+            await emit(sends, decider.fall_back(payload, now))
+            kind = "fallback"
         else:
             if settings.clock == "event":
                 clock["last_event"] = time.monotonic()

@@ -31,6 +31,7 @@ from streams.errors import TemplateError
 ADDRESS_FIELD = {"sms": "phone", "email": "email"}
 LEDGER_KEEP = timedelta(days=30)
 RENDER_CACHE_SIZE = 4096
+FALLBACK_KEEP = timedelta(days=3)
 CANCEL_KEEP = timedelta(days=7)
 
 
@@ -53,10 +54,13 @@ class Notification:
     segments: int | None = None
     encoding: str | None = None
     key: str | None = None
+    fallback: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record = {name: getattr(self, name) for name in NOTIFICATION_FIELDS}
         record["event_ids"] = list(self.event_ids)
+        if self.fallback:
+            record["fallback"] = list(self.fallback)
         return {k: v for k, v in record.items() if v is not None or k in ("subject", "html")}
 
 
@@ -135,6 +139,8 @@ class _Trigger:
     occurrence: str
     from_pending: bool = False
     outage_key: str | None = None
+    fallback_from: str | None = None  # the channel that failed for good; send on ``only`` instead
+    only: tuple[str, ...] = ()
 
 
 class Decider:
@@ -229,6 +235,33 @@ class Decider:
         """Event-time mode: fire everything due by ``now``, in due order, each at its own due time."""
         for due in self.due.pop_due(now, owns):
             yield from self.fire(due, due.moment)
+
+    def opt_out(self, customer_id: str, channel: str) -> None:
+        """The provider says the customer unsubscribed (Twilio 21610, a SendGrid unsubscribe)."""
+        customer = self.directory.get(customer_id)
+        if customer is not None and customer.get("consents", {}).get(channel, False):
+            self.directory.upsert({**customer, "consents": {**customer.get("consents", {}), channel: False}})
+
+    def fall_back(self, record: dict[str, Any], now: datetime) -> Iterator[Outcome]:
+        """A channel failed for good: send the same message once on the next channel the rule names."""
+        state = self.states.get(record["customer_id"])
+        entry = (state or {}).get("fallbacks", {}).pop(record["notification_id"], None)
+        if state is None or entry is None:
+            return  # already fallen back, or too old
+        self.states[record["customer_id"]] = state
+        customer = self.directory.get(record["customer_id"])
+        try:
+            rule = self.rules.get(entry["rule"])
+        except KeyError:
+            return
+        if customer is None:
+            yield Suppression(rule.id, record["customer_id"], "unknown_customer", entry["event"]["id"], _iso(now),
+                              key=entry["key"])
+            return
+        trigger = _Trigger(rule, entry["key"], entry["event"], entry["event_ids"], entry["occurrence"],
+                           from_pending=True, outage_key=entry.get("outage_key"),
+                           fallback_from=record["failed_channel"], only=tuple(record.get("fallback", ())))
+        yield from self._deliver(trigger, customer, now)
 
     def rebuild_due_index(self, owns=lambda _: True) -> None:
         """After recovery: the pending table is the truth, the index is derived from it."""
@@ -400,7 +433,10 @@ class Decider:
                                                   f"not more than {rule.min_change}")
                     return
 
-        chosen, refusals = reachable(channels, customer, plan.channel_mode if not told else "all")
+        if trigger.fallback_from:
+            channels = list(trigger.only)
+        chosen, refusals = reachable(channels, customer,
+                                     "first" if trigger.fallback_from else plan.channel_mode if not told else "all")
         if not chosen:
             channel, reason = refusals[0]
             if trigger.from_pending and reason == "no_consent":
@@ -415,7 +451,7 @@ class Decider:
             return
 
         pending_id = f"{rule.id}|{key}"
-        if rule.min_interval:
+        if rule.min_interval and not trigger.fallback_from:
             last = state.get("last", {}).get(pending_id)
             if last and _at(last) + rule.min_interval > now:
                 yield from self._defer(trigger, customer, state, pending_id, _at(last) + rule.min_interval,
@@ -427,7 +463,7 @@ class Decider:
                 yield from self._defer(trigger, customer, state, pending_id, end, now, "quiet_hours",
                                        f"deferred to {end.isoformat()}")
                 return
-        sent_at = [(_at(s["at"]), s["rule"]) for s in state["sent"]]
+        sent_at = [(_at(s["at"]), s["rule"]) for s in state["sent"]] if not trigger.fallback_from else []
         if rule.cap and rule.cap.reached((at for at, r in sent_at if r == rule.id), now):
             yield suppressed("cap_exceeded", f"rule cap of {rule.cap.count} per {rule.cap.per}")
             return
@@ -452,6 +488,13 @@ class Decider:
             for folded in trigger.event_ids:  # so that re-delivering any folded event is recognised too
                 state["ledger"][notification_id(rule.id, key, customer["id"], channel, folded)] = stamp
             emitted.append(channel)
+            fallback = ()
+            if plan.channel_mode == "first" and not told and not trigger.fallback_from:
+                fallback = tuple(channels[channels.index(channel) + 1:])
+                if fallback:  # kept until the provider has the message or the fallback is sent
+                    state.setdefault("fallbacks", {})[ids[channel]] = {
+                        "rule": rule.id, "key": key, "event": event, "event_ids": list(trigger.event_ids),
+                        "occurrence": trigger.occurrence, "outage_key": trigger.outage_key, "at": stamp}
             yield Notification(
                 id=ids[channel], rule=rule.id, channel=channel, customer_id=customer["id"],
                 to=customer[ADDRESS_FIELD[channel]], locale=locale,
@@ -459,9 +502,9 @@ class Decider:
                 created_at=stamp, event_ids=tuple(trigger.event_ids), template=plan.template,
                 tier=customer.get("tier"), priority=rule.priority,
                 segments=segments.segments if segments else None,
-                encoding=segments.encoding if segments else None, key=key,
+                encoding=segments.encoding if segments else None, key=key, fallback=fallback or None,
             )
-        if emitted:
+        if emitted and not trigger.fallback_from:  # a fallback is the same contact on another channel
             state["sent"].append({"at": stamp, "rule": rule.id})
             state.setdefault("last", {})[pending_id] = stamp
             if outage_id and event["type"] == "outage.resolved":
@@ -548,5 +591,7 @@ class Decider:
         state["sent"] = [s for s in state["sent"] if _at(s["at"]) > keep_from]
         state["ledger"] = {i: at for i, at in state["ledger"].items() if _at(at) > now - LEDGER_KEEP}
         state["cancels"] = {k: at for k, at in state["cancels"].items() if _at(at) > now - CANCEL_KEEP}
+        if state.get("fallbacks"):
+            state["fallbacks"] = {i: f for i, f in state["fallbacks"].items() if _at(f["at"]) > now - FALLBACK_KEEP}
         if "last" in state:
             state["last"] = {k: at for k, at in state["last"].items() if _at(at) > keep_from}

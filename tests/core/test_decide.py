@@ -187,3 +187,37 @@ def test_directory_keeps_records_compact_and_rebuilds_its_index(decider):
     assert isinstance(decider.directory.records["C1"], bytes)
     rebuilt = CustomerDirectory(dict(decider.directory.records))
     assert [c["id"] for c in rebuilt.affected(["1012"])] == ["C1"]
+
+
+FALLBACK_RULES = """\
+version: 1
+defaults: {quiet_hours: false, budget: {count: 1, per: 7d}}
+rules:
+  - id: order-delayed
+    on: order.delayed
+    channels: [sms, email]
+    template: order_delayed
+"""
+
+
+def test_permanent_sms_failure_falls_back_to_email_once(renderer, schemas, tmp_path):
+    rules = load_rules(write(tmp_path / "rules.yaml", FALLBACK_RULES), renderer, schemas)
+    decider = Decider(rules, renderer, CustomerDirectory())
+    decider.directory.upsert(customer("C1"))
+    (sms,) = list(decider.handle(order_delayed(), NOW))
+    assert sms.channel == "sms" and sms.fallback == ("email",)
+    assert schemas.problems("notification.json", sms.to_dict()) == []
+    record = {"notification_id": sms.id, "customer_id": "C1", "rule": "order-delayed", "failed_channel": "sms",
+              "reason": "21614 landline", "fallback": ["email"]}
+    (email,) = list(decider.fall_back(record, NOW))  # the budget of 1 is not spent twice: same contact
+    assert email.channel == "email" and email.event_ids == sms.event_ids and "28 november" in email.body
+    assert email.fallback is None
+    assert list(decider.fall_back(record, NOW)) == []  # a repeated fallback record sends nothing
+
+
+def test_provider_opt_out_withdraws_consent_for_that_channel(decider):
+    decider.directory.upsert(customer("C1"))
+    decider.opt_out("C1", "sms")
+    assert decider.directory.get("C1")["consents"] == {"sms": False, "email": True}
+    sent, _ = run(decider, order_delayed(), settle=timedelta(hours=4))
+    assert [n.channel for n in sent] == ["email"]
