@@ -34,8 +34,8 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     # A fan-out sends thousands of small messages: batch them (faust's default lingers 0 ms).
-    producer_linger_ms=5,
-    producer_max_batch_size=512 * 1024,
+    producer_linger_ms=5 if settings.producer_batch_bytes > 1 else 0,
+    producer_max_batch_size=settings.producer_batch_bytes,
     web_enabled=False,
     key_serializer="json",  # table keys come back from the changelog as the str they were
     value_serializer="json",
