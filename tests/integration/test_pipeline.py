@@ -78,6 +78,7 @@ def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, 
 def test_garbage_and_invalid_events_reach_deadletter_while_valid_ones_flow(broker, settings, start_worker, tmp_path):
     worker = start_worker()
     load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
+    drain(broker, settings, start_worker.app_id, worker)  # customers and orders are separate topics
     valid = orjson.loads(next(line for line in DEMO.joinpath("events.jsonl").read_bytes().splitlines()
                               if b'"order.delayed"' in line))
     bad = [
