@@ -27,6 +27,7 @@ from streams.core.render import Rendered, Renderer
 from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex
 from streams.errors import TemplateError
+from streams.events import customer_record
 
 ADDRESS_FIELD = {"sms": "phone", "email": "email"}
 LEDGER_KEEP = timedelta(days=30)
@@ -167,7 +168,7 @@ class Decider:
         """
         event_type = event["type"]
         if event_type == "customer.upserted":
-            self.directory.upsert({"id": event["customer_id"], **event["data"]})
+            self.directory.upsert(customer_record(event))
             return
         if event_type == "customer.deleted":
             self._forget(event["customer_id"])

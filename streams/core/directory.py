@@ -108,10 +108,6 @@ class CustomerDirectory:
                             continue  # already yielded under an earlier key
                         yield customer
 
-    def count_affected(self, areas: Iterable[str], nodes: Iterable[str] = (),
-                       partition: int | None = None) -> int:
-        return sum(1 for _ in self.affected(areas, nodes, partition))
-
     def _slot(self, customer: Customer) -> tuple[int, int]:
         return owner_partition(customer["id"], self.partitions), _urgency(customer)
 
