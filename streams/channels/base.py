@@ -32,6 +32,19 @@ class OutcomeUnknown(ChannelUnavailable):
     """
 
 
+def overloaded(provider: str, status: int, *, posting: bool, wait: float | None) -> ChannelUnavailable | None:
+    """A provider's 429 or 5xx as our exception, None for any other status.
+
+    After a send (``posting``) a 5xx leaves it unknown whether the message went out.
+    """
+    if status == 429:
+        return Throttled(f"{provider} answered 429 (too many requests)", wait)
+    if status >= 500:
+        kind = OutcomeUnknown if posting else ChannelUnavailable
+        return kind(f"{provider} answered {status}", wait)
+    return None
+
+
 class Channel(ABC):
     """A way to reach a customer. Limits are class attributes; failures are exceptions.
 

@@ -28,7 +28,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
-from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled
+from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled, overloaded
 from streams.channels.ratelimit import TokenBucket
 from streams.errors import ChannelRejected, ChannelUnavailable
 from streams.privacy import mask
@@ -146,12 +146,9 @@ class SendGridEmailChannel(Channel):
 def refusal(exc: HTTPError, *, posting: bool) -> Exception:
     """SendGrid's error answer as our exception."""
     status = exc.status_code
-    if status == 429:
-        return Throttled("SendGrid answered 429 (too many requests)", reset_after(exc.headers))
-    if status >= 500:
-        if posting:
-            return OutcomeUnknown(f"SendGrid answered {status}", reset_after(exc.headers))
-        return ChannelUnavailable(f"SendGrid answered {status}", reset_after(exc.headers))
+    trouble = overloaded("SendGrid", status, posting=posting, wait=reset_after(exc.headers))
+    if trouble is not None:
+        return trouble
     if status in (401, 403):
         # Our key or sender identity, not this message: retry (and park) rather than reject.
         log.error("SendGrid refused the API key or sender (%s)", status)

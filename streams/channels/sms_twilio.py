@@ -27,7 +27,7 @@ from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled
+from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled, overloaded
 from streams.channels.ratelimit import TokenBucket
 from streams.core.segments import count_segments
 from streams.errors import ChannelRejected, ChannelUnavailable, ConfigError
@@ -105,13 +105,9 @@ class TwilioTransport(AsyncTwilioHttpClient):
             if posting:
                 raise OutcomeUnknown(f"Twilio request broke off ({type(exc).__name__})") from None
             raise ChannelUnavailable(f"Twilio request broke off ({type(exc).__name__})") from None
-        status = response.status_code
-        if status == 429:
-            raise Throttled("Twilio answered 429 (20429 too many requests)", retry_after(response.headers))
-        if status >= 500:
-            if posting:
-                raise OutcomeUnknown(f"Twilio answered {status}", retry_after(response.headers))
-            raise ChannelUnavailable(f"Twilio answered {status}", retry_after(response.headers))
+        trouble = overloaded("Twilio", response.status_code, posting=posting, wait=retry_after(response.headers))
+        if trouble is not None:
+            raise trouble
         return response
 
     def log_request(self, kwargs: dict[str, Any]) -> None:
