@@ -142,6 +142,10 @@ def main() -> None:
                 raise SystemExit(f"the worker did not take in the customers; see {worker.log_path}")
             materialised = time.monotonic() - started
             idle_rss, idle_peak = rss(worker.process.pid)
+            print(f"customers: {sent:,} loaded in {loaded:.1f} s ({sent / loaded:,.0f}/s), materialised by the "
+                  f"worker after {materialised:.1f} s ({sent / materialised:,.0f}/s)")
+            print(f"worker RSS with {sent:,} customers: {idle_rss / 2**20:,.0f} MiB "
+                  f"({idle_rss / sent:,.0f} bytes per customer)", flush=True)
 
             produced = time.time()
             produce_json(broker.bootstrap, settings.topics.outages, [("OUT-BENCH", event)])
@@ -151,10 +155,7 @@ def main() -> None:
         finally:
             worker.stop()
     elapsed = last - produced
-    print(f"customers: {sent:,} loaded in {loaded:.1f} s ({sent / loaded:,.0f}/s), materialised by the worker "
-          f"after {materialised:.1f} s ({sent / materialised:,.0f}/s)")
-    print(f"worker RSS with {sent:,} customers: {idle_rss / 2**20:,.0f} MiB "
-          f"({idle_rss / sent:,.0f} bytes per customer); peak during the run {peak / 2**20:,.0f} MiB")
+    print(f"worker peak RSS during the run {peak / 2**20:,.0f} MiB")
     print(f"outage hitting {expected_hit:,} customers: {count:,} notifications, the last {elapsed:.2f} s after "
           f"outage.started was produced: {count / elapsed:,.0f} notifications/s through one worker")
     baseline_sent, baseline_seconds = simulator_baseline(customers_csv, rules_path, event)

@@ -18,13 +18,14 @@ decided at its own due time, as the simulator does after its last event.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from streams.agents.sending import Sends
+from streams.agents.sending import ChangelogTable, Sends
 from streams.app import (app, customers_table, decide_input, due_topic, notifications_topic, outages_table,
                          settings, states_table, suppressed_topic)
 from streams.core.config import load_config
@@ -37,8 +38,10 @@ from streams.metrics import (FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT
 
 log = logging.getLogger(__name__)
 config = load_config(settings)
-directory = CustomerDirectory(customers_table, settings.partitions)
-decider = Decider(config.rules, config.renderer, directory, outages_table, states_table)
+sends = Sends(app)
+directory = CustomerDirectory(ChangelogTable(customers_table, sends), settings.partitions)
+decider = Decider(config.rules, config.renderer, directory, ChangelogTable(outages_table, sends),
+                  ChangelogTable(states_table, sends))
 clock = {"watermark": None, "last_event": time.monotonic()}
 
 
@@ -94,35 +97,44 @@ def announce_fanout(payload: dict, partition: int) -> None:
                     plan.outage_id, partition, seconds, settings.fanout_limit)
 
 
-async def emit(sends: Sends, outcomes) -> None:
+@functools.lru_cache(maxsize=1024)
+def counter(metric, *labels: str):
+    """A labelled child, looked up once: ``labels()`` costs as much as the rest of a fan-out step."""
+    return metric.labels(*labels)
+
+
+async def emit(outcomes) -> None:
+    partition = sends.partition  # a customer's outcomes stay in the customer's partition
     for outcome in outcomes:
         if isinstance(outcome, Notification):
-            NOTIFICATIONS.labels(outcome.rule, outcome.channel).inc()
-            await sends.send(notifications_topic, outcome.customer_id.encode(), orjson.dumps(outcome.to_dict()))
+            counter(NOTIFICATIONS, outcome.rule, outcome.channel).inc()
+            await sends.send(notifications_topic, outcome.customer_id.encode(), orjson.dumps(outcome.to_dict()),
+                             partition)
         else:
-            SUPPRESSED.labels(outcome.rule, outcome.reason).inc()
-            await sends.send(suppressed_topic, (outcome.customer_id or "").encode(), orjson.dumps(outcome.to_dict()))
+            counter(SUPPRESSED, outcome.rule, outcome.reason).inc()
+            await sends.send(suppressed_topic, (outcome.customer_id or "").encode(), orjson.dumps(outcome.to_dict()),
+                             partition)
+        await sends.maybe_write_changes()
 
 
 @app.agent(decide_input, concurrency=1)
 async def decide(stream):
-    sends = Sends()
     async for event in stream.events():
         started = time.perf_counter()
         payload = orjson.loads(event.value)
-        partition = event.message.partition
+        partition = sends.partition = event.message.partition
         topic = event.message.topic
         if topic == settings.topics.due:
             due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
             now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
-            await emit(sends, decider.fire(due, now))
+            await emit(decider.fire(due, now))
             kind = "due"
         elif topic == settings.topics.optouts:
             decider.opt_out(payload["customer_id"], payload["channel"])
             kind = "optout"
         elif topic == settings.topics.fallbacks:
             now = clock["watermark"] if settings.clock == "event" and clock["watermark"] else datetime.now(timezone.utc)
-            await emit(sends, decider.fall_back(payload, now))
+            await emit(decider.fall_back(payload, now))
             kind = "fallback"
         else:
             if settings.clock == "event":
@@ -130,11 +142,12 @@ async def decide(stream):
                 now = max(clock["watermark"] or event_time(payload), event_time(payload))
                 clock["watermark"] = now
                 late = now - timedelta(seconds=settings.event_lateness)
-                await emit(sends, decider.fire_due(late, owned_by({partition})))
+                await emit(decider.fire_due(late, owned_by({partition})))
             else:
                 now = datetime.now(timezone.utc)
             if payload["type"] == "outage.started":
                 announce_fanout(payload, partition)
-            await emit(sends, decider.handle(payload, now, partition=partition))
+            await emit(decider.handle(payload, now, partition=partition))
             kind = payload["type"]
+        await sends.end_event()
         PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)

@@ -80,7 +80,7 @@ async def record(sends: Sends, outcome: Outcome) -> None:
 
 @app.agent(notifications_topic, concurrency=1)
 async def dispatch(stream):
-    sends = Sends()
+    sends = Sends(app)
     async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
         owned_share()
         window, readable = [], []
@@ -106,7 +106,7 @@ async def dispatch(stream):
 @app.agent(retry_topic, concurrency=1)
 async def redispatch(stream):
     """One more round for parked notifications, ``FOREWARN_RETRY_DELAY`` after parking; then deadletter."""
-    sends = Sends()
+    sends = Sends(app)
     async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
         owned_share()
         parked = []

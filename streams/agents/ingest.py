@@ -26,7 +26,7 @@ def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
 
 @app.agent(source_topics, concurrency=1)
 async def ingest(stream):
-    sends = Sends()
+    sends = Sends(app)
     async for event in stream.events():
         message = event.message
         EVENTS_CONSUMED.labels(message.topic).inc()
@@ -41,3 +41,4 @@ async def ingest(stream):
         else:
             for key, partition in routes(parsed, settings.partitions):
                 await sends.send(events_topic, key, event.value, partition)
+        await sends.end_event()

@@ -14,6 +14,7 @@ keeps all of a customer's state in the partition that owns the customer.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass
@@ -58,14 +59,11 @@ class Notification:
     fallback: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        record = {name: getattr(self, name) for name in NOTIFICATION_FIELDS}
+        record = {k: v for k, v in self.__dict__.items() if v is not None or k in ("subject", "html")}
         record["event_ids"] = list(self.event_ids)
         if self.fallback:
             record["fallback"] = list(self.fallback)
-        return {k: v for k, v in record.items() if v is not None or k in ("subject", "html")}
-
-
-NOTIFICATION_FIELDS = tuple(Notification.__dataclass_fields__)
+        return record
 
 
 @dataclass(frozen=True)
@@ -86,6 +84,7 @@ class Suppression:
 Outcome = Notification | Suppression
 
 
+@functools.lru_cache(maxsize=64)  # one decision asks for the same few ids several times
 def notification_id(rule: str, key: str, customer_id: str, channel: str, occurrence: str) -> str:
     """Deterministic, so that a re-delivered event yields the same id and can be recognised."""
     digest = hashlib.sha256(f"{rule}\x1f{key}\x1f{customer_id}\x1f{channel}\x1f{occurrence}".encode())
@@ -102,8 +101,15 @@ def event_time(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
 
 
+_last_stamp: list = [None, ""]
+
+
 def _iso(moment: datetime) -> str:
-    return moment.isoformat()
+    # A fan-out stamps 100,000 outcomes with the same moment object. By identity, not equality:
+    # equal instants in other time zones print differently.
+    if moment is not _last_stamp[0]:
+        _last_stamp[:] = [moment, moment.isoformat()]
+    return _last_stamp[1]
 
 
 def _at(text: str) -> datetime:
@@ -155,7 +161,8 @@ class Decider:
         self.outages: MutableMapping[str, dict[str, Any]] = outages if outages is not None else {}
         self.states: MutableMapping[str, dict[str, Any]] = states if states is not None else {}
         self.due = due if due is not None else DueIndex()
-        self._rendered: dict[bytes, Rendered] = {}
+        self._rendered: dict[tuple, Rendered] = {}
+        self._last_context: tuple | None = None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -394,7 +401,9 @@ class Decider:
         plan = rule.plan_for(customer.get("tier", "standard"))
         if not plan.enabled:
             return
-        state = self.states.get(customer["id"]) or new_state()
+        state = self.states.get(customer["id"])
+        fresh = state is None  # nothing old in it to prune
+        state = state or new_state()
 
         def suppressed(reason: str, detail: str | None = None, channel: str | None = None) -> Suppression:
             return Suppression(rule.id, customer["id"], reason, event["id"], stamp, channel=channel,
@@ -474,13 +483,12 @@ class Decider:
             return
 
         locale = customer.get("locale") if customer.get("locale") in LOCALES else self.rules.default_locale
-        extra = {"outage": self.outages.get(trigger.outage_key)} if trigger.outage_key else None
         emitted = []
         for channel in chosen:
             if ids[channel] in state["ledger"]:
                 continue
             try:
-                rendered = self._render(channel, locale, plan.template, event, customer, extra)
+                rendered = self._render(channel, locale, plan.template, event, customer, trigger.outage_key)
             except TemplateError as exc:
                 yield suppressed("render_failed", str(exc)[:300], channel)
                 continue
@@ -513,11 +521,12 @@ class Decider:
             elif outage_id:
                 state["outages"][outage_id] = {"told": True, "channels": sorted(set(emitted) | set((told or {}).get("channels", []))),
                                                "expected_end": event["data"].get("expected_end")}
-        self._prune(state, now)
+        if not fresh:
+            self._prune(state, now)
         self.states[customer["id"]] = state
 
     def _render(self, channel: str, locale: str, template: str, event: dict[str, Any], customer: Customer,
-                extra: dict[str, Any] | None) -> Rendered:
+                outage_key: str | None) -> Rendered:
         """Render, or reuse the text rendered for a customer who looks the same to this template.
 
         In a fan-out most customers differ only in fields the template never
@@ -525,16 +534,32 @@ class Decider:
         """
         fields = self.renderer.customer_fields(channel, locale, template)
         if fields is None:
-            return self.renderer.render(channel, locale, template, event=event, customer=customer, extra=extra)
-        key = orjson.dumps([channel, locale, template, event, extra, [customer.get(f) for f in sorted(fields)]],
-                           default=str)
+            return self.renderer.render(channel, locale, template, event=event, customer=customer,
+                                        extra=self._extra(outage_key))
+        key = (channel, locale, template, self._render_context(event, outage_key),
+               orjson.dumps([customer.get(f) for f in sorted(fields)], default=str))
         found = self._rendered.get(key)
         if found is None:
-            found = self.renderer.render(channel, locale, template, event=event, customer=customer, extra=extra)
+            found = self.renderer.render(channel, locale, template, event=event, customer=customer,
+                                         extra=self._extra(outage_key))
             if len(self._rendered) >= RENDER_CACHE_SIZE:
                 self._rendered.clear()
             self._rendered[key] = found
         return found
+
+    def _extra(self, outage_key: str | None) -> dict[str, Any] | None:
+        return {"outage": self.outages.get(outage_key)} if outage_key else None
+
+    def _render_context(self, event: dict[str, Any], outage_key: str | None) -> bytes:
+        """The event and outage as the template sees them, serialised once per fan-out, not per customer."""
+        last = self._last_context
+        if last is not None and last[0] is event and last[1] == outage_key and last[2] is self.outages.get(outage_key):
+            return last[3]
+        outage = self.outages.get(outage_key) if outage_key else None
+        context = orjson.dumps([event, outage], default=str)
+        # The event and outage are held, so ``is`` cannot match a new object at a reused address.
+        self._last_context = (event, outage_key, outage, context)
+        return context
 
     def _defer(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], pending_id: str,
                due_at: datetime, now: datetime, reason: str, detail: str) -> Iterator[Outcome]:

@@ -83,6 +83,16 @@ class Rule:
             "wait" in override for override in self.tiers.values()))
 
     def plan_for(self, tier: str) -> Plan:
+        plans = self.__dict__.get("_plans")
+        if plans is None:  # computed once per tier: a fan-out asks for every customer
+            plans = {}
+            object.__setattr__(self, "_plans", plans)
+        plan = plans.get(tier)
+        if plan is None:
+            plan = plans[tier] = self._plan_for(tier)
+        return plan
+
+    def _plan_for(self, tier: str) -> Plan:
         override = self.tiers.get(tier, {})
         return Plan(
             enabled=override.get("enabled", True),
