@@ -27,6 +27,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ from streams.core.directory import CustomerDirectory  # noqa: E402
 from streams.core.render import Renderer  # noqa: E402
 from streams.core.rules import load_rules  # noqa: E402
 from streams.events import Schemas  # noqa: E402
-from streams.kafka_tools import API_VERSION, ensure_topics, load_customers, produce_json, wait_drained  # noqa: E402
+from streams.kafka_tools import API_VERSION, ensure_topics, load_customers, producer, wait_drained  # noqa: E402
 from streams.process import WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -76,6 +77,12 @@ def rss(pid: int) -> tuple[int, int]:
     """(current, peak) resident set size in bytes, from /proc."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_until(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[int, float]:
@@ -147,17 +154,26 @@ def main() -> None:
             print(f"worker RSS with {sent:,} customers: {idle_rss / 2**20:,.0f} MiB "
                   f"({idle_rss / sent:,.0f} bytes per customer)", flush=True)
 
-            produced = time.time()
-            produce_json(broker.bootstrap, settings.topics.outages, [("OUT-BENCH", event)])
+            outage_producer = producer(broker.bootstrap)  # connected before the clock starts
+            outage_producer.partitions_for(settings.topics.outages)
+            cpu_before = cpu_seconds(worker.process.pid), cpu_seconds(broker.process.pid)
+            produced = time.time(); print("TIMING produced", produced, flush=True)
+            outage_producer.send(settings.topics.outages, key=b"OUT-BENCH", value=orjson.dumps(event))
+            outage_producer.flush()
+            outage_producer.close()
             expected_hit = sum(1 for n in range(args.customers) if n % args.postcode_areas < args.areas)
             count, last = count_until(broker.bootstrap, settings.topics.notifications, expected_hit, 1800)
             after_rss, peak = rss(worker.process.pid)
+            cpu_used = cpu_seconds(worker.process.pid) - cpu_before[0], cpu_seconds(broker.process.pid) - cpu_before[1]
         finally:
             worker.stop()
+    print("TIMING last", last, "log", worker.log_path)
     elapsed = last - produced
     print(f"worker peak RSS during the run {peak / 2**20:,.0f} MiB")
     print(f"outage hitting {expected_hit:,} customers: {count:,} notifications, the last {elapsed:.2f} s after "
           f"outage.started was produced: {count / elapsed:,.0f} notifications/s through one worker")
+    print(f"CPU during the fan-out: worker {cpu_used[0]:.2f} s ({cpu_used[0] / elapsed:.0%} of a core), "
+          f"broker {cpu_used[1]:.2f} s ({cpu_used[1] / elapsed:.0%})")
     baseline_sent, baseline_seconds = simulator_baseline(customers_csv, rules_path, event)
     print(f"baseline, the decision core in-process (simulator): {baseline_sent:,} notifications in "
           f"{baseline_seconds:.2f} s = {baseline_sent / baseline_seconds:,.0f}/s")

@@ -16,11 +16,26 @@ from __future__ import annotations
 import logging
 
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams import metrics, privacy
 from streams.settings import Settings
 
 settings = Settings.from_env()
+
+
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    # faust fixes the fetch long-poll at 1,500 ms. A broker that does not answer a waiting fetch when
+    # data arrives on one of its partitions (Tansu, with more than one) then adds up to that to every
+    # hop; a short poll bounds it, for a few idle fetches a second.
+    def _create_worker_consumer(self, transport):
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read by AIOKafkaConsumer.start()
+        return consumer
+
+
+aiokafka_driver.Consumer._new_consumer_thread = (
+    lambda self: _ConsumerThread(self, loop=self.loop, beacon=self.beacon))
 
 app = faust.App(
     settings.app_id,

@@ -130,6 +130,8 @@ class ChangelogTable(MutableMapping):
         self.sends = sends
         self.changelog = table.changelog_topic.get_topic_name()
         self._raw = table.value_type is bytes
+        self._seen_store: Any = None
+        self._dict: dict | None = None
 
     @property
     def _store(self):
@@ -140,9 +142,11 @@ class ChangelogTable(MutableMapping):
 
     def get(self, key: Any, default: Any = None) -> Any:
         store = self._store
-        inner = getattr(store, "data", None)  # the memory store's dict: a miss without a KeyError raised
-        if isinstance(inner, dict):
-            return inner.get(key, default)
+        if store is not self._seen_store:  # faust makes the store when the worker starts
+            inner = getattr(store, "data", None)
+            self._seen_store, self._dict = store, inner if isinstance(inner, dict) else None
+        if self._dict is not None:  # the memory store's own dict: a miss costs no KeyError
+            return self._dict.get(key, default)
         return store.get(key, default)
 
     def __contains__(self, key: object) -> bool:

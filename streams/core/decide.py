@@ -35,6 +35,8 @@ LEDGER_KEEP = timedelta(days=30)
 RENDER_CACHE_SIZE = 4096
 FALLBACK_KEEP = timedelta(days=3)
 CANCEL_KEEP = timedelta(days=7)
+# An outage's lists of areas and nodes live once in its outage state, not in each affected customer's state.
+OUTAGE_LISTS = ("areas", "nodes")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,13 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def _with_outage(event: dict[str, Any], outage: dict[str, Any] | None, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A stored event with the outage's current ``fields`` put back (or brought up to date)."""
+    if not outage or not event["type"].startswith("outage."):
+        return event
+    return {**event, "data": {**event["data"], **{k: outage[k] for k in fields if k in outage}}}
+
+
 def new_state() -> dict[str, Any]:
     return {"pending": {}, "sent": [], "ledger": {}, "cancels": {}, "outages": {}}
 
@@ -163,6 +172,7 @@ class Decider:
         self.due = due if due is not None else DueIndex()
         self._rendered: dict[tuple, Rendered] = {}
         self._last_context: tuple | None = None
+        self._last_slim: tuple | None = None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -229,8 +239,9 @@ class Decider:
                 yield Suppression(rule.id, due.customer_id, "cancelled", event["id"], stamp, key=entry["key"],
                                   detail="the outage was over before the message was due")
                 return
-            event = {**event, "data": {**event["data"], **{k: outage[k] for k in ("expected_end", "areas", "nodes")
-                                                           if k in outage}}}
+            event = _with_outage(event, outage, ("expected_end", *OUTAGE_LISTS))
+        elif event["type"] == "outage.resolved":
+            event = _with_outage(event, self.outages.get(entry.get("outage_key")), OUTAGE_LISTS)
         trigger = _Trigger(rule, entry["key"], event, entry["event_ids"], entry["occurrence"], from_pending=True,
                            outage_key=entry.get("outage_key"))
         yield from self._deliver(trigger, customer, now)
@@ -266,7 +277,8 @@ class Decider:
             yield Suppression(rule.id, record["customer_id"], "unknown_customer", entry["event"]["id"], _iso(now),
                               key=entry["key"])
             return
-        trigger = _Trigger(rule, entry["key"], entry["event"], entry["event_ids"], entry["occurrence"],
+        event = _with_outage(entry["event"], self.outages.get(entry.get("outage_key")), OUTAGE_LISTS)
+        trigger = _Trigger(rule, entry["key"], event, entry["event_ids"], entry["occurrence"],
                            from_pending=True, outage_key=entry.get("outage_key"),
                            fallback_from=record["failed_channel"], only=tuple(record.get("fallback", ())))
         yield from self._deliver(trigger, customer, now)
@@ -302,8 +314,8 @@ class Decider:
                               detail="a cancelling event came first (out of order)")
             return
         # A re-delivered event that was already sent (perhaps folded into another's message) is not news.
-        already = [i for c in ADDRESS_FIELD
-                   if (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in state["ledger"]]
+        already = [i for c in ADDRESS_FIELD if state["ledger"]
+                   and (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in state["ledger"]]
         if already:
             yield Suppression(rule.id, customer["id"], "duplicate", event["id"], stamp, key=trigger.key,
                               detail="already sent: " + ", ".join(already))
@@ -328,7 +340,7 @@ class Decider:
         entry = state["pending"].get(pending_id)
         moment = event_time(event)
         if entry is None or entry.get("hold") != "wait":
-            entry = {"rule": rule.id, "key": trigger.key, "event": event, "event_ids": [event["id"]],
+            entry = {"rule": rule.id, "key": trigger.key, "event": self._slim(event), "event_ids": [event["id"]],
                      "occurrence": event["id"], "first_at": _iso(moment), "last_at": _iso(moment),
                      "version": (entry or {}).get("version", 0), "hold": "wait"}
         else:
@@ -339,7 +351,7 @@ class Decider:
             yield Suppression(rule.id, customer["id"], "coalesced", folded["id"], _iso(now), key=trigger.key,
                               detail=f"folded into one message with {kept['id']}")
             if newer:
-                entry["event"] = event
+                entry["event"] = self._slim(event)
             entry["event_ids"].append(event["id"])
             entry["last_at"] = _iso(max(moment, _at(entry["last_at"])))
         if trigger.outage_key:
@@ -502,7 +514,7 @@ class Decider:
                 fallback = tuple(channels[channels.index(channel) + 1:])
                 if fallback:  # kept until the provider has the message or the fallback is sent
                     state.setdefault("fallbacks", {})[ids[channel]] = {
-                        "rule": rule.id, "key": key, "event": event, "event_ids": list(trigger.event_ids),
+                        "rule": rule.id, "key": key, "event": self._slim(event), "event_ids": list(trigger.event_ids),
                         "occurrence": trigger.occurrence, "outage_key": trigger.outage_key, "at": stamp}
             yield Notification(
                 id=ids[channel], rule=rule.id, channel=channel, customer_id=customer["id"],
@@ -547,6 +559,16 @@ class Decider:
             self._rendered[key] = found
         return found
 
+    def _slim(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` as a customer's state keeps it: an outage without its areas and nodes (see ``_with_outage``)."""
+        if not event["type"].startswith("outage.") or not any(k in event["data"] for k in OUTAGE_LISTS):
+            return event
+        if self._last_slim is not None and self._last_slim[0] is event:
+            return self._last_slim[1]  # one copy shared by every customer in the fan-out
+        slim = {**event, "data": {k: v for k, v in event["data"].items() if k not in OUTAGE_LISTS}}
+        self._last_slim = (event, slim)
+        return slim
+
     def _extra(self, outage_key: str | None) -> dict[str, Any] | None:
         return {"outage": self.outages.get(outage_key)} if outage_key else None
 
@@ -565,7 +587,8 @@ class Decider:
                due_at: datetime, now: datetime, reason: str, detail: str) -> Iterator[Outcome]:
         event = trigger.event
         existing = state["pending"].get(pending_id)
-        entry = {"rule": trigger.rule.id, "key": trigger.key, "event": event, "event_ids": list(trigger.event_ids),
+        entry = {"rule": trigger.rule.id, "key": trigger.key, "event": self._slim(event),
+                 "event_ids": list(trigger.event_ids),
                  "occurrence": trigger.occurrence, "first_at": event["occurred_at"], "last_at": event["occurred_at"],
                  "version": (existing or {}).get("version", 0), "hold": "defer"}
         if trigger.outage_key:

@@ -221,3 +221,29 @@ def test_provider_opt_out_withdraws_consent_for_that_channel(decider):
     assert decider.directory.get("C1")["consents"] == {"sms": False, "email": True}
     sent, _ = run(decider, order_delayed(), settle=timedelta(hours=4))
     assert [n.channel for n in sent] == ["email"]
+
+
+OUTAGE_FALLBACK_RULES = """\
+version: 1
+defaults: {quiet_hours: false}
+rules:
+  - id: outage-started
+    on: outage.started
+    audience: area
+    channels: [sms, email]
+    template: outage_started
+    essential: true
+"""
+
+
+def test_outage_fallback_email_names_the_areas_the_state_did_not_copy(renderer, schemas, tmp_path):
+    rules = load_rules(write(tmp_path / "rules.yaml", OUTAGE_FALLBACK_RULES), renderer, schemas)
+    decider = Decider(rules, renderer, CustomerDirectory())
+    decider.directory.upsert(customer("C1"))
+    (sms,) = list(decider.handle(outage(areas=["1012", "3511"]), NOW))
+    stored = decider.states["C1"]["fallbacks"][sms.id]["event"]
+    assert "areas" not in stored["data"]  # each customer's state stays small in a fan-out
+    record = {"notification_id": sms.id, "customer_id": "C1", "rule": "outage-started", "failed_channel": "sms",
+              "reason": "21614 landline", "fallback": ["email"]}
+    (email,) = list(decider.fall_back(record, NOW))
+    assert email.channel == "email" and "1012" in email.body and "3511" in email.body
