@@ -157,7 +157,7 @@ def main() -> None:
             outage_producer = producer(broker.bootstrap)  # connected before the clock starts
             outage_producer.partitions_for(settings.topics.outages)
             cpu_before = cpu_seconds(worker.process.pid), cpu_seconds(broker.process.pid)
-            produced = time.time(); print("TIMING produced", produced, flush=True)
+            produced = time.time()
             outage_producer.send(settings.topics.outages, key=b"OUT-BENCH", value=orjson.dumps(event))
             outage_producer.flush()
             outage_producer.close()
@@ -167,7 +167,6 @@ def main() -> None:
             cpu_used = cpu_seconds(worker.process.pid) - cpu_before[0], cpu_seconds(broker.process.pid) - cpu_before[1]
         finally:
             worker.stop()
-    print("TIMING last", last, "log", worker.log_path)
     elapsed = last - produced
     print(f"worker peak RSS during the run {peak / 2**20:,.0f} MiB")
     print(f"outage hitting {expected_hit:,} customers: {count:,} notifications, the last {elapsed:.2f} s after "

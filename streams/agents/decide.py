@@ -146,10 +146,8 @@ async def decide(stream):
             else:
                 now = datetime.now(timezone.utc)
             if payload["type"] == "outage.started":
-                log.warning("TIMING start %.3f p%d", time.time(), partition)
                 announce_fanout(payload, partition)
             await emit(decider.handle(payload, now, partition=partition))
             kind = payload["type"]
         await sends.end_event()
-        if payload.get("type") == "outage.started": log.warning("TIMING end %.3f p%d", time.time(), partition)
         PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)

@@ -39,8 +39,6 @@ async def ingest(stream):
                                        value=event.value, reason=str(exc))
             await sends.send(deadletter_topic, message.key, orjson.dumps(record))
         else:
-            if parsed["type"] == "outage.started":
-                import logging, time; logging.getLogger(__name__).warning("TIMING ingest %.3f", time.time())
             for key, partition in routes(parsed, settings.partitions):
                 await sends.send(events_topic, key, event.value, partition)
         await sends.end_event()
