@@ -51,6 +51,7 @@ app = faust.App(
     # A fan-out sends thousands of small messages: batch them (faust's default lingers 0 ms).
     producer_linger_ms=5 if settings.producer_batch_bytes > 1 else 0,
     producer_max_batch_size=settings.producer_batch_bytes,
+    producer_compression_type=settings.compression,
     web_enabled=False,
     key_serializer="json",  # table keys come back from the changelog as the str they were
     value_serializer="json",

@@ -75,6 +75,7 @@ class Settings:
     status_url: str = "https://status.example.nl"
     session_timeout: float = 10.0
     fetch_max_wait_ms: int = 100
+    compression: str | None = "lz4"
     log_level: str = "info"
     clock: str = "wall"
     event_lateness: float = 3600.0
@@ -123,6 +124,7 @@ class Settings:
             status_url=_env("FOREWARN_STATUS_URL", cls.status_url),
             session_timeout=float(_env("FOREWARN_SESSION_TIMEOUT", str(cls.session_timeout))),
             fetch_max_wait_ms=int(_env("FOREWARN_FETCH_MAX_WAIT_MS", str(cls.fetch_max_wait_ms))),
+            compression=_env("FOREWARN_COMPRESSION", cls.compression or "none").replace("none", "") or None,
             log_level=_env("FOREWARN_LOG_LEVEL", cls.log_level),
             clock=_env("FOREWARN_CLOCK", cls.clock),
             event_lateness=float(_env("FOREWARN_EVENT_LATENESS", str(cls.event_lateness))),
