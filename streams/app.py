@@ -16,9 +16,12 @@ from __future__ import annotations
 import logging
 
 import faust
+from aiokafka import codec as aiokafka_codec
+from aiokafka.record import default_records as aiokafka_py_default_records
+from aiokafka.record._crecords import default_records as aiokafka_default_records
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
-from streams import metrics, privacy
+from streams import collector, metrics, privacy
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -36,6 +39,15 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 aiokafka_driver.Consumer._new_consumer_thread = (
     lambda self: _ConsumerThread(self, loop=self.loop, beacon=self.beacon))
+
+
+def _fast_lz4(payload) -> bytes:
+    return aiokafka_codec.lz4_encode(payload, level=0)
+
+
+# aiokafka compresses lz4 batches at level 9 (LZ4-HC): 2 ms per MB of notifications, a seventh of a
+# fan-out's CPU. The fast level is ten times quicker for 7 % more bytes; any broker or consumer reads both.
+aiokafka_default_records.lz4_encode = aiokafka_py_default_records.lz4_encode = _fast_lz4
 
 app = faust.App(
     settings.app_id,
@@ -56,6 +68,11 @@ app = faust.App(
     key_serializer="json",  # table keys come back from the changelog as the str they were
     value_serializer="json",
 )
+
+
+@app.timer(interval=30.0)
+async def settle_long_lived_objects() -> None:
+    collector.settle()
 
 
 def raw_topic(name: str) -> faust.TopicT:

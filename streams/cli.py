@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streams import collector
 from streams.settings import ROOT, Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -56,9 +55,7 @@ def worker() -> None:
 
         from streams.app import app
 
-        # A worker holds millions of long-lived objects (the tables); the default thresholds would have the
-        # collector walk them all every few thousand allocations, a fifth of a fan-out's time.
-        gc.set_threshold(100_000, 50, 1000)
+        collector.tune()
         Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 

@@ -107,7 +107,12 @@ class Sends:
             await self._track(await self._producer.send_batch(builder, name, partition=partition), count)
 
     async def _track(self, future: asyncio.Future, count: int) -> None:
-        self._pending.append((future, count))
+        pending = self._pending
+        while pending and pending[0][0].done():  # acknowledged: let go (a failure raises here)
+            done, done_count = pending.popleft()
+            done.result()
+            self._unacked -= done_count
+        pending.append((future, count))
         self._unacked += count
         if self._unacked > self.in_flight:
             oldest = []
