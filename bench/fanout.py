@@ -18,12 +18,12 @@ config/rules.yaml's outage notice without its grace period.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from streams.core.decide import Decider, Notification  # noqa: E402
 from streams.core.directory import CustomerDirectory  # noqa: E402
 from streams.core.render import Renderer  # noqa: E402
 from streams.core.rules import load_rules  # noqa: E402
+from streams.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
 from streams.events import Schemas  # noqa: E402
 from streams.kafka_tools import API_VERSION, ensure_topics, load_customers, producer, wait_drained  # noqa: E402
 from streams.process import WorkerProcess  # noqa: E402
@@ -60,18 +61,14 @@ rules:
 LETTERS = "ABCDEFGHJKLMNPRSTVWXZ"
 
 
-def write_customers(path: Path, count: int, areas: int) -> None:
-    with path.open("w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["customer_id", "name", "phone", "email", "locale", "timezone", "tier", "postcode",
-                      "node_id", "critical", "consent_sms", "consent_email"])
-        for number in range(count):
-            area = 1000 + number % areas
-            postcode = f"{area}{LETTERS[number // areas % 10]}{LETTERS[number // areas // 10 % 21]}"
-            out.writerow([f"C{number:07d}", "Jan Jansen", f"+3161{number % 10_000_000:07d}",
-                          f"klant{number}@example.nl", "en" if number % 7 == 0 else "nl", "Europe/Amsterdam",
-                          ("basic", "standard", "premium")[number % 3], postcode, f"N-{area}",
-                          "true" if number % 997 == 0 else "false", "true" if number % 5 else "false", "true"])
+def customer_rows(count: int, areas: int) -> Iterator[list[str]]:
+    for number in range(count):
+        area = 1000 + number % areas
+        postcode = f"{area}{LETTERS[number // areas % 10]}{LETTERS[number // areas // 10 % 21]}"
+        yield [f"C{number:07d}", "Jan Jansen", f"+3161{number % 10_000_000:07d}",
+               f"klant{number}@example.nl", "en" if number % 7 == 0 else "nl", "Europe/Amsterdam",
+               ("basic", "standard", "premium")[number % 3], postcode, f"N-{area}",
+               "true" if number % 997 == 0 else "false", "true" if number % 5 else "false", "true"]
 
 
 def rss(pid: int) -> tuple[int, int]:
@@ -104,8 +101,6 @@ def count_until(bootstrap: str, topic: str, expected: int, timeout: float) -> tu
 
 
 def simulator_baseline(customers_csv: Path, rules_path: Path, event: dict) -> tuple[int, float]:
-    from streams.customer_files import read_customer_rows
-
     collector.tune()
     renderer = Renderer(ROOT / "templates")
     decider = Decider(load_rules(rules_path, renderer, Schemas()), renderer, CustomerDirectory())
@@ -128,7 +123,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="forewarn-fanout-"))
     customers_csv, rules_path = work / "customers.csv", work / "rules.yaml"
     rules_path.write_text(RULES)
-    write_customers(customers_csv, args.customers, args.postcode_areas)
+    write_customer_csv(customers_csv, customer_rows(args.customers, args.postcode_areas))
     event = {"id": f"bench-{uuid.uuid4().hex[:6]}", "type": "outage.started",
              "occurred_at": datetime.now(timezone.utc).isoformat(),
              "data": {"outage_id": "OUT-BENCH", "service": "internet",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,17 @@ from typing import Any
 import orjson
 
 TRUE = {"true", "1", "yes", "ja", "y"}
+CSV_COLUMNS = ("customer_id", "name", "phone", "email", "locale", "timezone", "tier", "postcode", "node_id",
+               "critical", "consent_sms", "consent_email")
+
+
+def write_customer_csv(path: Path, rows: Iterable[Iterable[str]]) -> Path:
+    """A customers CSV as ``load-customers`` reads it: the header, then ``rows`` in ``CSV_COLUMNS`` order."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(CSV_COLUMNS)
+        out.writerows(rows)
+    return path
 
 
 def read_customer_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:

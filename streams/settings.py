@@ -20,6 +20,10 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _compression(name: str) -> str | None:
+    return None if name.lower() == "none" else name
+
+
 def _path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value) if value else default
@@ -124,7 +128,7 @@ class Settings:
             status_url=_env("FOREWARN_STATUS_URL", cls.status_url),
             session_timeout=float(_env("FOREWARN_SESSION_TIMEOUT", str(cls.session_timeout))),
             fetch_max_wait_ms=int(_env("FOREWARN_FETCH_MAX_WAIT_MS", str(cls.fetch_max_wait_ms))),
-            compression=_env("FOREWARN_COMPRESSION", cls.compression or "none").replace("none", "") or None,
+            compression=_compression(_env("FOREWARN_COMPRESSION", cls.compression or "none")),
             log_level=_env("FOREWARN_LOG_LEVEL", cls.log_level),
             clock=_env("FOREWARN_CLOCK", cls.clock),
             event_lateness=float(_env("FOREWARN_EVENT_LATENESS", str(cls.event_lateness))),

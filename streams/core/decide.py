@@ -314,8 +314,10 @@ class Decider:
                               detail="a cancelling event came first (out of order)")
             return
         # A re-delivered event that was already sent (perhaps folded into another's message) is not news.
-        already = [i for c in ADDRESS_FIELD if state["ledger"]
-                   and (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in state["ledger"]]
+        ledger = state["ledger"]
+        already = [i for c in ADDRESS_FIELD
+                   if (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in ledger
+                   ] if ledger else []
         if already:
             yield Suppression(rule.id, customer["id"], "duplicate", event["id"], stamp, key=trigger.key,
                               detail="already sent: " + ", ".join(already))

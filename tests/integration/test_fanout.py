@@ -7,15 +7,14 @@ notices are counted on the ``notifications`` topic, where a double would show.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import orjson
 import pytest
 
+from streams.customer_files import write_customer_csv
 from streams.kafka_tools import load_customers, produce_json, read_topic, wait_drained
 from tests.conftest import write
 
@@ -51,15 +50,6 @@ def customer_row(number: int, postcode: str) -> list[str]:
             "true" if number % 97 == 0 else "false", "true" if number % 4 else "false", "true"]
 
 
-def write_customers(path: Path, rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["customer_id", "name", "phone", "email", "locale", "timezone", "tier", "postcode",
-                      "node_id", "critical", "consent_sms", "consent_email"])
-        out.writerows(rows)
-    return path
-
-
 def outage_event(event_id: str, event_type: str, data: dict) -> dict:
     return {"id": event_id, "type": event_type, "occurred_at": datetime.now(timezone.utc).isoformat(),
             "data": {"outage_id": "OUT-UTR-1", **data}}
@@ -81,11 +71,11 @@ def notices(bootstrap: str, topic: str, rule: str, expected: int, timeout: float
 def test_outage_reaches_the_area_once_each_and_the_all_clear_exactly_those(broker, settings, start_worker, tmp_path):
     numbers = range(AREAS * PER_AREA)
     postcodes = {f"C{n:05d}": f"{1000 + n % AREAS}AB" for n in numbers}
-    initial = write_customers(tmp_path / "customers.csv", [customer_row(n, postcodes[f"C{n:05d}"]) for n in numbers])
+    initial = write_customer_csv(tmp_path / "customers.csv", [customer_row(n, postcodes[f"C{n:05d}"]) for n in numbers])
     worker = start_worker(FOREWARN_RULES=str(write(tmp_path / "rules.yaml", RULES)), FOREWARN_CLOCK="wall")
     assert load_customers(broker.bootstrap, settings.topics.customers, initial)[0] == len(numbers)
     moves = {**MOVED_IN, **MOVED_OUT}
-    moved = write_customers(tmp_path / "moved.csv", [customer_row(int(cid[1:]), pc) for cid, pc in moves.items()])
+    moved = write_customer_csv(tmp_path / "moved.csv", [customer_row(int(cid[1:]), pc) for cid, pc in moves.items()])
     load_customers(broker.bootstrap, settings.topics.customers, moved)
     postcodes.update(moves)
     pipeline = (settings.topics.customers, settings.topics.events)
