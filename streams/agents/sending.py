@@ -78,7 +78,7 @@ class Sends:
 
     async def end_event(self) -> None:
         """Everything the event caused is in the producer now; call before taking the next event."""
-        await self._write_changes()
+        await self.write_changes()
         for name, partition in list(self._open):
             await self._ship(name, partition)
         self._sent_in_event = 0
@@ -90,11 +90,12 @@ class Sends:
         if pending:
             await asyncio.gather(*(future for future, _ in pending))
 
-    async def maybe_write_changes(self) -> None:
-        if len(self._changed) >= self.changes_per_flush:
-            await self._write_changes()
+    @property
+    def changes_due(self) -> bool:
+        """Enough table keys changed that their latest values should go to the changelogs now."""
+        return len(self._changed) >= self.changes_per_flush
 
-    async def _write_changes(self) -> None:
+    async def write_changes(self) -> None:
         changed, self._changed = self._changed, {}
         for (changelog, key), partition in changed.items():
             table = self._tables[changelog]

@@ -61,7 +61,9 @@ class Notification:
     fallback: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        record = {k: v for k, v in self.__dict__.items() if v is not None or k in ("subject", "html")}
+        record = self.__dict__.copy()
+        for name in [k for k, v in record.items() if v is None and k not in ("subject", "html")]:
+            del record[name]
         record["event_ids"] = list(self.event_ids)
         if self.fallback:
             record["fallback"] = list(self.fallback)
@@ -144,14 +146,14 @@ def reachable(channels, customer: Customer, mode: str) -> tuple[list[str], list[
     return chosen, refusals
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Trigger:
     """One reason to message one customer: the rule, the key, the (latest) event and all events folded in."""
 
     rule: Rule
     key: str
     event: dict[str, Any]
-    event_ids: list[str]
+    event_ids: tuple[str, ...] | list[str]
     occurrence: str
     from_pending: bool = False
     outage_key: str | None = None
@@ -209,8 +211,8 @@ class Decider:
                 continue  # an update or a late start for an outage already over: nobody to tell
             else:
                 audience = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition)
-            for customer in audience:
-                trigger = _Trigger(rule, key, event, [event["id"]], event["id"], outage_key=outage_key or None)
+            trigger = _Trigger(rule, key, event, (event["id"],), event["id"], outage_key=outage_key or None)
+            for customer in audience:  # one trigger for the whole audience: nothing downstream changes it
                 yield from self._trigger(trigger, customer, now)
         if event_type == "outage.resolved" and outage is not None:
             self._forget_outage(outage, event["data"]["outage_id"], partition)
@@ -563,10 +565,10 @@ class Decider:
 
     def _slim(self, event: dict[str, Any]) -> dict[str, Any]:
         """``event`` as a customer's state keeps it: an outage without its areas and nodes (see ``_with_outage``)."""
-        if not event["type"].startswith("outage.") or not any(k in event["data"] for k in OUTAGE_LISTS):
-            return event
         if self._last_slim is not None and self._last_slim[0] is event:
             return self._last_slim[1]  # one copy shared by every customer in the fan-out
+        if not event["type"].startswith("outage.") or not any(k in event["data"] for k in OUTAGE_LISTS):
+            return event
         slim = {**event, "data": {k: v for k, v in event["data"].items() if k not in OUTAGE_LISTS}}
         self._last_slim = (event, slim)
         return slim
