@@ -45,6 +45,7 @@ CHANNEL_PARTS: dict[str, tuple[str, ...]] = {"sms": ("body",), "email": ("subjec
 MAX_OUTPUT = 100_000  # characters per rendered part
 MAX_RANGE = 1_000  # items per range() in a template
 MAX_CALLS = 10_000  # function/macro calls per render()
+MAX_STEPS = 100_000  # loop iterations per render(): nested loops over small lists must not run for hours
 DEFAULT_TZ = "Europe/Amsterdam"
 DEFAULT_LOCALE = "nl_NL"
 BABEL_LOCALES = {"nl": "nl_NL", "en": "en_GB"}
@@ -186,14 +187,28 @@ def _limited_range(*args: int) -> range:
     return rng
 
 
+def _loop_step() -> str:
+    """Called by every loop iteration (see ``Sandbox._parse``); the budget is counted in ``Sandbox.call``."""
+    return ""
+
+
 class Sandbox(ImmutableSandboxedEnvironment):
-    """Immutable sandbox with smaller limits: range(), calls per render, ``*`` and ``**``."""
+    """Immutable sandbox with smaller limits: range(), calls and loop steps per render, ``*`` and ``**``."""
 
     intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self, **options: Any):
         super().__init__(**options)
         self.globals["range"] = _limited_range
+        self.globals["_loop_step"] = _loop_step
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        # Jinja has no hook per loop iteration, so each loop body starts with a call to ``_loop_step``.
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            step = nodes.Call(nodes.Name("_loop_step", "load"), [], [], None, None)
+            loop.body.insert(0, nodes.ExprStmt(step).set_lineno(loop.lineno))
+        return tree
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -207,9 +222,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def call(self, context, obj, /, *args: Any, **kwargs: Any) -> Any:
         budget = _calls.get()
         if budget is not None:
-            budget[0] -= 1
-            if budget[0] < 0:
-                raise SecurityError(f"more than {MAX_CALLS} calls in one render")
+            if obj is _loop_step:
+                budget[1] -= 1
+                if budget[1] < 0:
+                    raise SecurityError(f"more than {MAX_STEPS} loop steps in one render")
+            else:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise SecurityError(f"more than {MAX_CALLS} calls in one render")
         return super().call(context, obj, *args, **kwargs)
 
 
@@ -366,7 +386,7 @@ class Renderer:
         }
         if extra:
             context.update(extra)
-        token = _calls.set([MAX_CALLS])
+        token = _calls.set([MAX_CALLS, MAX_STEPS])
         try:
             out = {part: self._render_part(self.template_name(channel, locale, template, part), context) for part in parts}
         finally:

@@ -395,12 +395,24 @@ def test_sandbox_is_immutable(tmp_path):
         ("{% for i in range(1000) %}{% for j in range(1000) %}xxxxxxxxxx{% endfor %}{% endfor %}", "output exceeds"),
         ("{% for i in range(1000) %}{% for j in range(1000) %}{% set _ = range(1) %}{% endfor %}{% endfor %}", "calls"),
         ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursion|calls"),
+        # No output and no calls inside: without a step budget these ran for hours.
+        ("{% set l = [0] * 1000 %}{% for a in l %}{% for b in l %}{% for c in l %}{% endfor %}{% endfor %}"
+         "{% endfor %}", "loop steps"),
+        ("{% set r = range(1000) %}{% for a in r %}{% for b in r %}{% for c in r %}{% endfor %}{% endfor %}"
+         "{% endfor %}", "loop steps"),
     ],
 )
 def test_runaway_templates_are_stopped(tmp_path, source, message):
     write(tmp_path, "sms/nl/loop.body.j2", source)
     with pytest.raises(TemplateError, match=message):
         Renderer(tmp_path).render("sms", "nl", "loop", event={}, customer={})
+
+
+def test_loops_within_the_step_budget_render(tmp_path):
+    write(tmp_path, "sms/nl/items.body.j2", "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}"
+                                           "{% for item in event.data['items'] %}{{ loop.index }}:{{ item }} {% endfor %}")
+    rendered = Renderer(tmp_path).render("sms", "nl", "items", event={"data": {"items": ["a", "b"]}}, customer={})
+    assert rendered.body == "1:a 2:b"
 
 
 def test_missing_template(tmp_path):
