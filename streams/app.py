@@ -72,7 +72,7 @@ app = faust.App(
 
 @app.timer(interval=30.0)
 async def settle_long_lived_objects() -> None:
-    collector.settle()
+    collector.settle_when_idle()
 
 
 def raw_topic(name: str) -> faust.TopicT:

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
+from streams import collector
 from streams.agents.sending import ChangelogTable, Sends
 from streams.app import (app, customers_table, decide_input, due_topic, notifications_topic, outages_table,
                          settings, states_table, suppressed_topic)
@@ -124,34 +125,39 @@ async def emit(outcomes) -> None:
 @app.agent(decide_input, concurrency=1)
 async def decide(stream):
     async for event in stream.events():
-        started = time.perf_counter()
-        payload = orjson.loads(event.value)
-        partition = sends.partition = event.message.partition
-        topic = event.message.topic
-        if topic == settings.topics.due:
-            due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
-            now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
-            await emit(decider.fire(due, now))
-            kind = "due"
-        elif topic == settings.topics.optouts:
-            decider.opt_out(payload["customer_id"], payload["channel"])
-            kind = "optout"
-        elif topic == settings.topics.fallbacks:
-            now = clock["watermark"] if settings.clock == "event" and clock["watermark"] else datetime.now(timezone.utc)
-            await emit(decider.fall_back(payload, now))
-            kind = "fallback"
+        with collector.in_progress():  # no full collection in the middle of a fan-out
+            await decide_one(event)
+
+
+async def decide_one(event) -> None:
+    started = time.perf_counter()
+    payload = orjson.loads(event.value)
+    partition = sends.partition = event.message.partition
+    topic = event.message.topic
+    if topic == settings.topics.due:
+        due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
+        now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
+        await emit(decider.fire(due, now))
+        kind = "due"
+    elif topic == settings.topics.optouts:
+        decider.opt_out(payload["customer_id"], payload["channel"])
+        kind = "optout"
+    elif topic == settings.topics.fallbacks:
+        now = clock["watermark"] if settings.clock == "event" and clock["watermark"] else datetime.now(timezone.utc)
+        await emit(decider.fall_back(payload, now))
+        kind = "fallback"
+    else:
+        if settings.clock == "event":
+            clock["last_event"] = time.monotonic()
+            now = max(clock["watermark"] or event_time(payload), event_time(payload))
+            clock["watermark"] = now
+            late = now - timedelta(seconds=settings.event_lateness)
+            await emit(decider.fire_due(late, owned_by({partition})))
         else:
-            if settings.clock == "event":
-                clock["last_event"] = time.monotonic()
-                now = max(clock["watermark"] or event_time(payload), event_time(payload))
-                clock["watermark"] = now
-                late = now - timedelta(seconds=settings.event_lateness)
-                await emit(decider.fire_due(late, owned_by({partition})))
-            else:
-                now = datetime.now(timezone.utc)
-            if payload["type"] == "outage.started":
-                announce_fanout(payload, partition)
-            await emit(decider.handle(payload, now, partition=partition))
-            kind = payload["type"]
-        await sends.end_event()
-        PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)
+            now = datetime.now(timezone.utc)
+        if payload["type"] == "outage.started":
+            announce_fanout(payload, partition)
+        await emit(decider.handle(payload, now, partition=partition))
+        kind = payload["type"]
+    await sends.end_event()
+    PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)
