@@ -124,9 +124,11 @@ async def emit(outcomes) -> None:
 
 @app.agent(decide_input, concurrency=1)
 async def decide(stream):
-    async for event in stream.events():
+    async for events in stream.take_events(settings.batch_events, within=settings.batch_within):
         with collector.in_progress():  # no full collection in the middle of a fan-out
-            await decide_one(event)
+            for event in events:
+                await decide_one(event)
+            await sends.end_event()  # the batch's messages are in the producer before faust acks its events
 
 
 async def decide_one(event) -> None:
@@ -159,5 +161,4 @@ async def decide_one(event) -> None:
             announce_fanout(payload, partition)
         await emit(decider.handle(payload, now, partition=partition))
         kind = payload["type"]
-    await sends.end_event()
     PROCESSING_SECONDS.labels(kind).observe(time.perf_counter() - started)

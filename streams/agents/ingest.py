@@ -27,18 +27,23 @@ def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
 @app.agent(source_topics, concurrency=1)
 async def ingest(stream):
     sends = Sends(app)
-    async for event in stream.events():
-        message = event.message
-        EVENTS_CONSUMED.labels(message.topic).inc()
-        try:
-            parsed = parse_event(event.value)
-        except EventError as exc:
-            EVENTS_DEADLETTERED.labels(message.topic).inc()
-            record = deadletter_record(topic=message.topic, partition=message.partition,
-                                       offset=message.offset, key=message.key,
-                                       value=event.value, reason=str(exc))
-            await sends.send(deadletter_topic, message.key, orjson.dumps(record))
-        else:
-            for key, partition in routes(parsed, settings.partitions):
-                await sends.send(events_topic, key, event.value, partition)
-        await sends.end_event()
+    async for events in stream.take_events(settings.batch_events, within=settings.batch_within):
+        for event in events:
+            await route(sends, event)
+        await sends.end_event()  # the batch's messages are in the producer before faust acks its events
+
+
+async def route(sends: Sends, event) -> None:
+    message = event.message
+    EVENTS_CONSUMED.labels(message.topic).inc()
+    try:
+        parsed = parse_event(event.value)
+    except EventError as exc:
+        EVENTS_DEADLETTERED.labels(message.topic).inc()
+        record = deadletter_record(topic=message.topic, partition=message.partition,
+                                   offset=message.offset, key=message.key,
+                                   value=event.value, reason=str(exc))
+        await sends.send(deadletter_topic, message.key, orjson.dumps(record))
+    else:
+        for key, partition in routes(parsed, settings.partitions):
+            await sends.send(events_topic, key, event.value, partition)
