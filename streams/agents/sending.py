@@ -10,9 +10,9 @@ faust's own ``Topic.send`` costs about 30 µs a message in objects and
 callbacks; an outage fan-out sends 100,000 notifications and as many state
 changes. So messages go straight to the aiokafka producer under faust:
 ``producer.send`` (lingering in aiokafka's batch, which faust's flush covers)
-for the first ``bulk_after`` messages of an event, then whole record batches
+for the first ``bulk_after`` messages of a batch of events, then whole record batches
 (``create_batch`` / ``send_batch``, 3 µs a message). Every batch is shipped
-before the agent takes its next event, so nothing sits outside the producer
+before the agent takes its next batch of events, so nothing sits outside the producer
 when faust flushes and commits. Per partition aiokafka keeps batches in order.
 
 The bound: with more than ``in_flight`` messages unacknowledged, the oldest
@@ -77,7 +77,7 @@ class Sends:
         self._changed[(table.changelog, key)] = self.partition
 
     async def end_event(self) -> None:
-        """Everything the event caused is in the producer now; call before taking the next event."""
+        """Everything the events taken so far caused is in the producer now; call before taking more."""
         await self.write_changes()
         for name, partition in list(self._open):
             await self._ship(name, partition)
