@@ -163,7 +163,8 @@ def event_key(line: bytes) -> str | None:
     if not isinstance(event, dict):
         return None
     data = event.get("data")
-    return event.get("customer_id") or (data.get("outage_id") if isinstance(data, dict) else None)
+    key = event.get("customer_id") or (data.get("outage_id") if isinstance(data, dict) else None)
+    return key if isinstance(key, str) else None  # a malformed event still goes out, to be dead-lettered
 
 
 def total_end_offset(consumer: KafkaConsumer, topics: Iterable[str], probe: KafkaConsumer | None = None) -> int:

@@ -23,6 +23,7 @@ from streams.core.directory import CustomerDirectory
 from streams.core.rules import load_rules
 from streams.errors import EventError
 from streams.events import EVENT_TYPES, deadletter_record, parse_event
+from streams.kafka_tools import event_key
 from streams.settings import ROOT
 
 DEMO = ROOT / "config" / "demo"
@@ -206,3 +207,10 @@ def test_odd_text_in_any_string_is_refused_or_decided(schemas, decider):
         if parsed is not None:
             decided_without_error(decider, parsed)
     assert any(o is None for o in outcomes) and any(o is not None for o in outcomes)  # free text kept, ids checked
+
+
+def test_the_producing_tool_keys_malformed_events_without_failing():
+    assert event_key(b'{"customer_id": 5, "data": {}}') is None
+    assert event_key(b'{"type": "outage.started", "data": {"outage_id": ["OUT-1"]}}') is None
+    assert event_key(b"[1, 2]") is None
+    assert event_key(b'{"customer_id": "C1001"}') == "C1001"
