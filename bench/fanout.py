@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,8 +35,9 @@ from kafka import KafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds, deciding_worker, rss, workspace  # noqa: E402
 from streams import collector  # noqa: E402
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.core.decide import Decider, Notification  # noqa: E402
 from streams.core.directory import CustomerDirectory  # noqa: E402
 from streams.core.render import Renderer  # noqa: E402
@@ -45,7 +45,6 @@ from streams.core.rules import load_rules  # noqa: E402
 from streams.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
 from streams.events import Schemas  # noqa: E402
 from streams.kafka_tools import API_VERSION, ensure_topics, load_customers, producer, wait_drained  # noqa: E402
-from streams.process import WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RULES = """\
@@ -72,18 +71,6 @@ def customer_rows(count: int, areas: int) -> Iterator[list[str]]:
                f"klant{number}@example.nl", "en" if number % 7 == 0 else "nl", "Europe/Amsterdam",
                ("basic", "standard", "premium")[number % 3], postcode, f"N-{area}",
                "true" if number % 997 == 0 else "false", "true" if number % 5 else "false", "true"]
-
-
-def rss(pid: int) -> tuple[int, int]:
-    """(current, peak) resident set size in bytes, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class NotificationCounter:
@@ -139,9 +126,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="outages, one after another, each to new customers")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="forewarn-fanout-"))
-    customers_csv, rules_path = work / "customers.csv", work / "rules.yaml"
-    rules_path.write_text(RULES)
+    work, rules_path = workspace("fanout", RULES)
+    customers_csv = work / "customers.csv"
     write_customer_csv(customers_csv, customer_rows(args.customers, args.postcode_areas))
     if args.repeat * args.areas > args.postcode_areas:
         raise SystemExit("--repeat times --areas must not exceed --postcode-areas")
@@ -150,11 +136,8 @@ def main() -> None:
     settings = Settings.from_env()
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, settings.topics.all(), args.partitions)
-        app_id = f"fanout-{uuid.uuid4().hex[:6]}"
-        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
-                                "FOREWARN_RULES": str(rules_path), "FOREWARN_DISPATCH": "0",
-                                "FOREWARN_PARTITIONS": str(args.partitions), "FOREWARN_LOG_LEVEL": "warning",
-                                "FOREWARN_METRICS_PORT": str(free_port())}, work / "worker.log").start()
+        worker = deciding_worker(broker, work, rules_path, FOREWARN_PARTITIONS=str(args.partitions))
+        app_id = worker.env["FOREWARN_APP_ID"]
         try:
             started = time.monotonic()
             sent, _ = load_customers(broker.bootstrap, settings.topics.customers, customers_csv)

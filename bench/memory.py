@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,11 +23,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import customer_rows, rss  # noqa: E402
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from bench.common import deciding_worker, rss, workspace  # noqa: E402
+from bench.fanout import customer_rows  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
 from streams.kafka_tools import ensure_topics, load_customers, produce_json, read_topic, wait_drained  # noqa: E402
-from streams.process import WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RULES = """\
@@ -68,9 +66,7 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=100_000)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="forewarn-memory-"))
-    rules_path = work / "rules.yaml"
-    rules_path.write_text(RULES)
+    work, rules_path = workspace("memory", RULES)
     rows = list(customer_rows(args.customers, 2_000))
     first_csv, rest_csv = work / "first.csv", work / "rest.csv"
     write_customer_csv(first_csv, rows[:args.first])
@@ -80,11 +76,8 @@ def main() -> None:
     settings = Settings.from_env()
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, settings.topics.all(), settings.partitions)
-        app_id = f"memory-{uuid.uuid4().hex[:6]}"
-        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
-                                "FOREWARN_RULES": str(rules_path), "FOREWARN_DISPATCH": "0",
-                                "FOREWARN_LOG_LEVEL": "warning", "FOREWARN_METRICS_PORT": str(free_port())},
-                                work / "worker.log").start()
+        worker = deciding_worker(broker, work, rules_path)
+        app_id = worker.env["FOREWARN_APP_ID"]
         pipeline = (settings.topics.customers, settings.topics.carts, settings.topics.events)
 
         def drained() -> None:

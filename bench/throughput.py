@@ -29,7 +29,6 @@ import asyncio
 import itertools
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
@@ -43,10 +42,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from bench.common import deciding_worker, workspace  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.generate import WeekSpec, generate_week  # noqa: E402
 from streams.kafka_tools import ensure_topics, iter_topic, load_customers, producer, wait_drained  # noqa: E402
-from streams.process import WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RULES = """\
@@ -196,9 +195,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=10_000)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="forewarn-throughput-"))
-    rules_path = work / "rules.yaml"
-    rules_path.write_text(RULES)
+    work, rules_path = workspace("throughput", RULES)
     customers_path, events_path = generate_week(WeekSpec(customers=args.customers), work / "week")
     week = [orjson.loads(line) for line in events_path.read_bytes().splitlines() if line.strip()]
     week = [e for e in week if not e["type"].startswith("customer.")]
@@ -210,15 +207,11 @@ def main() -> None:
           f"{kinds['outage']:,} outage), {args.customers:,} customers")
 
     settings = Settings.from_env()
-    metrics_port = free_port()
-    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     with EmbeddedBroker() as broker:
         ensure_topics(broker.bootstrap, [*settings.topics.all(), "bench-raw"], settings.partitions)
-        app_id = f"throughput-{uuid.uuid4().hex[:6]}"
-        worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
-                                "FOREWARN_RULES": str(rules_path), "FOREWARN_DISPATCH": "0",
-                                "FOREWARN_CLOCK": "wall", "FOREWARN_LOG_LEVEL": "warning",
-                                "FOREWARN_METRICS_PORT": str(metrics_port)}, work / "worker.log").start()
+        worker = deciding_worker(broker, work, rules_path, FOREWARN_CLOCK="wall")
+        app_id = worker.env["FOREWARN_APP_ID"]
+        metrics_url = f"http://127.0.0.1:{worker.env['FOREWARN_METRICS_PORT']}/metrics"
         try:
             load_customers(broker.bootstrap, settings.topics.customers, customers_path)
             if not wait_drained(broker.bootstrap, app_id, (settings.topics.customers, settings.topics.events), 600,

@@ -87,8 +87,6 @@ class Settings:
     # Tansu 0.6 reports a partition's end as the last batch's first offset + 1; faust's table recovery
     # stops there. On the embedded broker, tests that restart a worker use 1 (one message per batch).
     producer_batch_bytes: int = 1_000_000  # under the 1 MiB a Kafka broker takes by default
-    batch_events: int = 500  # events an agent takes at once: their messages share record batches
-    batch_within: float = 0.005  # seconds an agent waits for more events before it handles what it has
     dispatch: bool = True  # false: this worker decides but does not send (separate dispatch workers)
     fanout_limit: float = 3600.0  # seconds; a longer estimated fan-out is flagged (Twilio drops after 10 h queued)
     # Providers. Credentials come only from the environment and never show in a repr.
@@ -136,8 +134,6 @@ class Settings:
             event_lateness=float(_env("FOREWARN_EVENT_LATENESS", str(cls.event_lateness))),
             event_idle=float(_env("FOREWARN_EVENT_IDLE", str(cls.event_idle))),
             producer_batch_bytes=int(_env("FOREWARN_PRODUCER_BATCH_BYTES", str(cls.producer_batch_bytes))),
-            batch_events=int(_env("FOREWARN_BATCH_EVENTS", str(cls.batch_events))),
-            batch_within=float(_env("FOREWARN_BATCH_WITHIN", str(cls.batch_within))),
             dispatch=_env("FOREWARN_DISPATCH", "1") != "0",
             fanout_limit=float(_env("FOREWARN_FANOUT_LIMIT", str(cls.fanout_limit))),
             twilio_account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or None,

@@ -124,11 +124,10 @@ async def emit(outcomes) -> None:
 
 @app.agent(decide_input, concurrency=1)
 async def decide(stream):
-    async for events in stream.take_events(settings.batch_events, within=settings.batch_within):
+    async for event in stream.events():
         with collector.in_progress():  # no full collection in the middle of a fan-out
-            for event in events:
-                await decide_one(event)
-            await sends.end_event()  # the batch's messages are in the producer before faust acks its events
+            await decide_one(event)
+            await sends.end_batch()
 
 
 async def decide_one(event) -> None:

@@ -46,7 +46,7 @@ class Sends:
         self._pending: deque[tuple[asyncio.Future, int]] = deque()
         self._unacked = 0
         self._open: dict[tuple[str, int], Any] = {}
-        self._sent_in_event = 0
+        self._sent_in_batch = 0
         self._tables: dict[str, ChangelogTable] = {}
         self._changed: dict[tuple[str, Any], int] = {}
         self.partition: int | None = None
@@ -58,8 +58,8 @@ class Sends:
     async def send(self, topic: faust.TopicT | str, key: bytes | None, value: bytes | None,
                    partition: int | None = None) -> None:
         name = topic if isinstance(topic, str) else topic.get_topic_name()
-        self._sent_in_event += 1
-        if partition is None or self._sent_in_event <= self.bulk_after:
+        self._sent_in_batch += 1
+        if partition is None or self._sent_in_batch <= self.bulk_after:
             await self._track(await self._producer.send(name, value, key=key, partition=partition), 1)
             return
         builder = self._open.get((name, partition))
@@ -76,16 +76,16 @@ class Sends:
             raise RuntimeError("a table was changed outside an event")  # faust refuses the same
         self._changed[(table.changelog, key)] = self.partition
 
-    async def end_event(self) -> None:
+    async def end_batch(self) -> None:
         """Everything the events taken so far caused is in the producer now; call before taking more."""
         await self.write_changes()
         for name, partition in list(self._open):
             await self._ship(name, partition)
-        self._sent_in_event = 0
+        self._sent_in_batch = 0
 
     async def flush(self) -> None:
-        """End the event and wait until Kafka has every message."""
-        await self.end_event()
+        """End the batch and wait until Kafka has every message."""
+        await self.end_batch()
         pending, self._pending, self._unacked = self._pending, deque(), 0
         if pending:
             await asyncio.gather(*(future for future, _ in pending))
