@@ -14,8 +14,11 @@ for the demo and tests, RocksDB (``FOREWARN_STORE=rocksdb://``) in production.
 from __future__ import annotations
 
 import logging
+import time
 
+import aiokafka
 import faust
+from aiokafka import TopicPartition as AIOKafkaTP
 from aiokafka import codec as aiokafka_codec
 from aiokafka.record import default_records as aiokafka_py_default_records
 from aiokafka.record._crecords import default_records as aiokafka_default_records
@@ -25,6 +28,7 @@ from streams import collector, metrics, privacy
 from streams.settings import Settings
 
 settings = Settings.from_env()
+BOOTSTRAP = (settings.bootstrap_servers or "localhost:9092").split(",")
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -35,6 +39,36 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read by AIOKafkaConsumer.start()
         return consumer
+
+    async def _highwaters(self, partitions):
+        # Table recovery reads each changelog partition up to here. Tansu 0.6 answers ListOffsets with the
+        # last batch's first offset + 1, so recovery would stop inside the last batch and lose its changes.
+        reported = await super()._highwaters(partitions)
+        return await true_ends(reported)
+
+
+async def true_ends(reported):
+    """Each partition's end offset, checked by reading its last batch: the real end on any broker."""
+    probing = {(tp.topic, tp.partition): tp for tp, end in reported.items() if end}
+    if not probing:
+        return reported
+    probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await probe.start()
+    try:
+        probe.assign([AIOKafkaTP(*key) for key in probing])
+        for key, tp in probing.items():
+            probe.seek(AIOKafkaTP(*key), reported[tp] - 1)
+        truth, waiting = dict(reported), set(probing)
+        deadline = time.monotonic() + 10.0
+        while waiting and time.monotonic() < deadline:
+            for read, records in (await probe.getmany(timeout_ms=200)).items():
+                key = (read.topic, read.partition)
+                truth[probing[key]] = max(truth[probing[key]], records[-1].offset + 1)
+                waiting.discard(key)
+                probe.pause(read)
+        return truth
+    finally:
+        await probe.stop()
 
 
 aiokafka_driver.Consumer._new_consumer_thread = (
@@ -51,7 +85,7 @@ aiokafka_default_records.lz4_encode = aiokafka_py_default_records.lz4_encode = _
 
 app = faust.App(
     settings.app_id,
-    broker=[f"kafka://{host}" for host in (settings.bootstrap_servers or "localhost:9092").split(",")],
+    broker=[f"kafka://{host}" for host in BOOTSTRAP],
     store=settings.store,
     topic_partitions=settings.partitions,
     topic_replication_factor=1,

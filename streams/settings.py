@@ -84,8 +84,6 @@ class Settings:
     clock: str = "wall"
     event_lateness: float = 3600.0
     event_idle: float = 3.0
-    # Tansu 0.6 reports a partition's end as the last batch's first offset + 1; faust's table recovery
-    # stops there. On the embedded broker, tests that restart a worker use 1 (one message per batch).
     producer_batch_bytes: int = 1_000_000  # under the 1 MiB a Kafka broker takes by default
     dispatch: bool = True  # false: this worker decides but does not send (separate dispatch workers)
     fanout_limit: float = 3600.0  # seconds; a longer estimated fan-out is flagged (Twilio drops after 10 h queued)

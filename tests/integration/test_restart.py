@@ -62,9 +62,7 @@ def cart(event_id: str, customer_id: str, cart_id: str) -> dict:
 
 def test_pending_messages_survive_sigkill_and_fire_exactly_once(broker, settings, start_worker, tmp_path):
     rules = write(tmp_path / "rules.yaml", RULES)
-    # One message per produced batch: the embedded broker misreports where a batch ends, and faust's
-    # table recovery would stop inside the last one (see Settings.producer_batch_bytes).
-    env = {"FOREWARN_RULES": str(rules), "FOREWARN_CLOCK": "wall", "FOREWARN_PRODUCER_BATCH_BYTES": "1"}
+    env = {"FOREWARN_RULES": str(rules), "FOREWARN_CLOCK": "wall"}
     first = start_worker(**env)
     load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
     source = (*settings.topics.source(), settings.topics.events)
