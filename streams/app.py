@@ -13,12 +13,10 @@ for the demo and tests, RocksDB (``FOREWARN_STORE=rocksdb://``) in production.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 
-import aiokafka
 import faust
-from aiokafka import TopicPartition as AIOKafkaTP
 from aiokafka import codec as aiokafka_codec
 from aiokafka.record import default_records as aiokafka_py_default_records
 from aiokafka.record._crecords import default_records as aiokafka_default_records
@@ -48,27 +46,24 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
 
 async def true_ends(reported):
-    """Each partition's end offset, checked by reading its last batch: the real end on any broker."""
-    probing = {(tp.topic, tp.partition): tp for tp, end in reported.items() if end}
-    if not probing:
-        return reported
-    probe = aiokafka.AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
-    await probe.start()
-    try:
-        probe.assign([AIOKafkaTP(*key) for key in probing])
-        for key, tp in probing.items():
-            probe.seek(AIOKafkaTP(*key), reported[tp] - 1)
-        truth, waiting = dict(reported), set(probing)
-        deadline = time.monotonic() + 10.0
-        while waiting and time.monotonic() < deadline:
-            for read, records in (await probe.getmany(timeout_ms=200)).items():
-                key = (read.topic, read.partition)
-                truth[probing[key]] = max(truth[probing[key]], records[-1].offset + 1)
-                waiting.discard(key)
-                probe.pause(read)
-        return truth
-    finally:
-        await probe.stop()
+    """Each partition's end offset, checked by reading its last batch: the real end on any broker.
+
+    Read with kafka-python in a thread: a second aiokafka consumer on the worker's loop stalled the
+    worker's own fetching after recovery now and then.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.kafka_tools import API_VERSION, end_offsets
+
+    def read() -> dict:
+        consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, api_version=API_VERSION, enable_auto_commit=False)
+        try:
+            by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
+            return {by_name[tp]: end for tp, end in end_offsets(consumer, list(by_name)).items()}
+        finally:
+            consumer.close()
+
+    return await asyncio.get_running_loop().run_in_executor(None, read)
 
 
 aiokafka_driver.Consumer._new_consumer_thread = (
@@ -127,6 +122,8 @@ deadletter_topic = raw_topic(settings.topics.deadletter)
 customers_table = app.Table("customers", partitions=settings.partitions, value_type=bytes)  # compact JSON
 outages_table = app.Table("outages", partitions=settings.partitions)
 states_table = app.Table("states", partitions=settings.partitions)
+# What the dispatcher has sent, by notification id (streams.channels.ledger).
+dispatched_table = app.Table("dispatched", partitions=settings.partitions, value_type=bytes)
 
 
 
@@ -145,3 +142,4 @@ from streams.agents import decide, ingest  # noqa: E402,F401  registers the agen
 
 if settings.dispatch:
     from streams.agents import dispatch  # noqa: E402,F401
+

@@ -14,6 +14,8 @@ PROCESSING_SECONDS = Histogram(
     "forewarn_processing_seconds", "Time to decide on one event, fan-out included", ["event_type"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+NOT_SENT_AGAIN = Counter("forewarn_not_sent_again_total",
+                         "Notifications that came to the dispatcher again after they were sent", ["channel"])
 FANOUT_RECIPIENTS = Gauge("forewarn_fanout_recipients", "Planned recipients of an outage fan-out",
                           ["outage", "partition", "channel"])
 FANOUT_ESTIMATED_SECONDS = Gauge("forewarn_fanout_estimated_seconds",

@@ -103,6 +103,7 @@ class Settings:
     dispatch_window: int = 100  # notifications in flight per worker; offsets advance per window
     dispatch_attempts: int = 10  # sends (and look-ups) per notification before it is parked
     retry_delay: float = 60.0  # a parked notification is tried again this long after parking
+    sent_retention: float = 2 * 86_400.0  # seconds the dispatcher remembers a sent notification id
     webhook_public_url: str | None = None  # where Twilio and SendGrid reach the receiver, e.g. https://hooks.example.nl
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8088
@@ -149,6 +150,7 @@ class Settings:
             dispatch_window=int(_env("FOREWARN_DISPATCH_WINDOW", str(cls.dispatch_window))),
             dispatch_attempts=int(_env("FOREWARN_DISPATCH_ATTEMPTS", str(cls.dispatch_attempts))),
             retry_delay=float(_env("FOREWARN_RETRY_DELAY", str(cls.retry_delay))),
+            sent_retention=float(_env("FOREWARN_SENT_RETENTION", str(cls.sent_retention))),
             webhook_public_url=os.environ.get("FOREWARN_WEBHOOK_PUBLIC_URL") or None,
             webhook_host=_env("FOREWARN_WEBHOOK_HOST", cls.webhook_host),
             webhook_port=int(_env("FOREWARN_WEBHOOK_PORT", str(cls.webhook_port))),

@@ -1,20 +1,26 @@
 """Hop 3: hand each notification to its channel and record the outcome on ``deliveries``.
 
-At-least-once with concurrency: the agent runs at concurrency 1 and takes a
-window of up to ``FOREWARN_DISPATCH_WINDOW`` notifications at a time
-(``take_events``). The window is sent concurrently (paced by the provider's
-token bucket, one recipient's messages in order), every outcome is produced
-and acknowledged by Kafka, and only then does ``take_events`` ack the window's
-events, so no offset is committed past an unfinished send. The window is the
-bound on messages in flight: while it is busy, nothing more is taken
-(backpressure).
+At-least-once in, at most one send out: the agent runs at concurrency 1 and
+takes a window of up to ``FOREWARN_DISPATCH_WINDOW`` notifications at a time
+(``take_events``). Each window goes through the send ledger
+(``streams.channels.ledger``, kept in the ``dispatched`` table): a notification
+already sent is not sent again; the others are marked ``sending`` and the marks
+are on Kafka before the first request; the window is sent concurrently (paced by
+the provider's token bucket, one recipient's messages in order); the outcomes
+are produced and acknowledged; the marks become ``done``; only then does
+``take_events`` ack the window, so no offset is committed past an unfinished
+send. A notification found marked ``sending`` was in flight when a worker
+stopped: the provider is asked whether it has it before it is sent.
+
+The window is the bound on messages in flight: while it is busy, nothing more
+is taken, and faust stops fetching once its buffer is full (backpressure).
 
 What the dispatcher decides (``streams.channels.dispatcher``) lands here:
 ``deliveries`` always; ``optouts`` and ``fallbacks`` keyed and partitioned by
 customer, as the decide agent places a customer; a notification whose retry
-budget ran out goes to ``notifications.retry`` and is tried once more after
-``FOREWARN_RETRY_DELAY`` by ``redispatch``; after that it goes to
-``deadletter``. Nothing is dropped.
+budget ran out goes to ``notifications.retry`` (in the notification's own
+partition) and is tried once more after ``FOREWARN_RETRY_DELAY`` by
+``redispatch``; after that it goes to ``deadletter``. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -22,18 +28,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
-from streams.agents.sending import Sends
-from streams.app import (app, deadletter_topic, deliveries_topic, notifications_topic, raw_topic, settings)
+from streams.agents.sending import ChangelogTable, Sends
+from streams.app import (app, deadletter_topic, deliveries_topic, dispatched_table, notifications_topic, raw_topic,
+                         settings)
 from streams.channels.dispatcher import Dispatcher, Outcome
+from streams.channels.ledger import DONE, SENDING, SendLedger
 from streams.channels.registry import channels_from_env
 from streams.core.directory import owner_partition
 from streams.events import deadletter_record
-from streams.metrics import DELIVERIES
+from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
 
 log = logging.getLogger(__name__)
 retry_topic = raw_topic(settings.topics.retry)
@@ -44,6 +54,8 @@ channels = channels_from_env(settings)
 dispatcher = Dispatcher(channels, attempts=settings.dispatch_attempts)
 # How long a window waits to fill: short, a lone notification should not wait for company.
 WINDOW_WAIT = 0.05
+SWEEP_EVERY = 600.0  # seconds between looks for marks past their retention
+IN_FLIGHT = "in flight when a dispatcher stopped"
 
 
 def owned_share() -> None:
@@ -78,56 +90,123 @@ async def record(sends: Sends, outcome: Outcome) -> None:
                              partition=owner_partition(extra["customer_id"], settings.partitions))
 
 
+@dataclass
+class Item:
+    """A notification to send, from partition ``partition`` of its topic."""
+
+    partition: int
+    notification: dict[str, Any]
+    event: Any
+    since: datetime | None = None  # an earlier round's first attempt
+    unknown: str | None = None  # an earlier round left the outcome unknown
+
+
+class GuardedSends:
+    """One agent's sends through the ledger: mark, send, record, mark done."""
+
+    def __init__(self) -> None:
+        self.sends = Sends(app)
+        self.ledger = SendLedger(ChangelogTable(dispatched_table, self.sends), retention=settings.sent_retention)
+        self._swept = time.monotonic()
+
+    def sent_before(self, notification: dict[str, Any], *, parked_counts: bool = True) -> bool:
+        """This id was sent already (or parked, and the retry round owns it): count it and let it be."""
+        mark = self.ledger.get(notification["id"])
+        if mark is None or mark.state != DONE or (mark.parked and not parked_counts):
+            return False
+        NOT_SENT_AGAIN.labels(notification["channel"]).inc()
+        log.debug("notification %s was sent before (%s); not sent again", notification["id"], mark.status)
+        return True
+
+    async def window(self, items: list[Item], settled: Callable[[Item, Outcome], Awaitable[None]]) -> None:
+        """Send ``items``; ``settled`` is called for each outcome before its mark says done."""
+        now, unsure = datetime.now(timezone.utc), {}
+        for item in items:
+            key = item.notification["id"]
+            mark = self.ledger.get(key)
+            if mark is not None and mark.state == SENDING:
+                unsure[key] = (datetime.fromisoformat(mark.since), IN_FLIGHT)
+                continue
+            self.sends.partition = item.partition
+            self.ledger.sending(key, item.partition, item.since or now)
+            if item.unknown is not None:
+                unsure[key] = (item.since, item.unknown)
+        await self.sends.flush()  # every mark on Kafka before the first request goes out
+        outcomes = await dispatcher.deliver_all([item.notification for item in items], unsure)
+        for item, outcome in zip(items, outcomes):
+            await record(self.sends, outcome)
+            await settled(item, outcome)
+        await self.sends.flush()  # the outcomes on Kafka before the marks say done
+        for item, outcome in zip(items, outcomes):
+            self.sends.partition = item.partition
+            self.ledger.done(item.notification["id"], item.partition, outcome.delivery["status"])
+        self._sweep()
+        await self.sends.flush()  # before take_events acks the window
+
+    def _sweep(self) -> None:
+        if time.monotonic() - self._swept < SWEEP_EVERY:
+            return
+        self._swept = time.monotonic()
+        for key, partition in self.ledger.expired():
+            self.sends.partition = partition
+            self.ledger.forget(key)
+
+
 @app.agent(notifications_topic, concurrency=1)
 async def dispatch(stream):
-    sends = Sends(app)
+    guarded = GuardedSends()
+
+    async def settled(item: Item, outcome: Outcome) -> None:
+        if outcome.parked:
+            now = time.time()
+            parked = {"notification": outcome.notification, "reason": outcome.parked,
+                      "unknown": outcome.unknown, "since": outcome.since,
+                      "parked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+                      "retry_at": now + settings.retry_delay}
+            await guarded.sends.send(retry_topic, outcome.notification["id"].encode(), orjson.dumps(parked),
+                                     partition=item.partition)
+
     async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
         owned_share()
-        window, readable = [], []
+        items, taken = [], set()
         for event in events:
             notification = parse(event)
             if notification is None:
-                await dead(sends, event, "not a notification (JSON object with id, channel, to, customer_id, rule)")
-            else:
-                window.append(notification)
-                readable.append(event)
-        for outcome in await dispatcher.deliver_all(window):
-            await record(sends, outcome)
-            if outcome.parked:
-                now = time.time()
-                parked = {"notification": outcome.notification, "reason": outcome.parked,
-                          "unknown": outcome.unknown, "since": outcome.since,
-                          "parked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
-                          "retry_at": now + settings.retry_delay}
-                await sends.send(retry_topic, outcome.notification["id"].encode(), orjson.dumps(parked))
-        await sends.flush()  # before take_events acks the window
+                await dead(guarded.sends, event,
+                           "not a notification (JSON object with id, channel, to, customer_id, rule)")
+            elif notification["id"] not in taken and not guarded.sent_before(notification):
+                taken.add(notification["id"])
+                items.append(Item(event.message.partition, notification, event))
+        await guarded.window(items, settled)
 
 
 @app.agent(retry_topic, concurrency=1)
 async def redispatch(stream):
     """One more round for parked notifications, ``FOREWARN_RETRY_DELAY`` after parking; then deadletter."""
-    sends = Sends(app)
+    guarded = GuardedSends()
+
+    async def settled(item: Item, outcome: Outcome) -> None:
+        if outcome.parked:
+            await dead(guarded.sends, item.event, f"undeliverable after two rounds: {outcome.parked}")
+
     async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
         owned_share()
-        parked = []
+        items, entries, taken = [], [], set()
         for event in events:
             try:
                 entry = orjson.loads(event.value)
-                parked.append((event, entry, entry["notification"]))
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                await dead(sends, event, "not a parked notification")
+                notification = entry["notification"]
+                since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                await dead(guarded.sends, event, "not a parked notification")
+                continue
+            if notification.get("id") in taken or guarded.sent_before(notification, parked_counts=False):
+                continue
+            taken.add(notification["id"])
+            entries.append(entry)
+            items.append(Item(event.message.partition, notification, event, since, entry.get("unknown")))
         # Records arrive in parking order, so waiting for the last one's time waits for them all.
-        wait = max((entry.get("retry_at", 0) for _, entry, _ in parked), default=0) - time.time()
+        wait = max((entry.get("retry_at", 0) for entry in entries), default=0) - time.time()
         if wait > 0:
             await asyncio.sleep(min(wait, settings.retry_delay))
-
-        async def again(entry: dict[str, Any], notification: dict[str, Any]) -> Outcome:
-            since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
-            return await dispatcher.deliver(notification, since=since, unknown=entry.get("unknown"))
-
-        outcomes = await asyncio.gather(*(again(entry, n) for _, entry, n in parked))
-        for (event, entry, _), outcome in zip(parked, outcomes):
-            await record(sends, outcome)
-            if outcome.parked:
-                await dead(sends, event, f"undeliverable after two rounds: {outcome.parked}")
-        await sends.flush()
+        await guarded.window(items, settled)

@@ -113,8 +113,14 @@ class Dispatcher:
             return exc.retry_after + random.uniform(0.0, self.backoff_base)
         return self.backoff(step)
 
-    async def deliver_all(self, notifications: Sequence[dict[str, Any]]) -> list[Outcome]:
-        """Every notification's outcome, in input order; one recipient's messages are sent in order."""
+    async def deliver_all(self, notifications: Sequence[dict[str, Any]],
+                          unsure: Mapping[str, tuple[datetime | None, str]] | None = None) -> list[Outcome]:
+        """Every notification's outcome, in input order; one recipient's messages are sent in order.
+
+        ``unsure``: notification id -> (first attempt, why), for those that may have been sent
+        already; the provider is asked before they are sent.
+        """
+        unsure = unsure or {}
         by_recipient: dict[tuple[str, str], list[int]] = {}
         for index, notification in enumerate(notifications):
             by_recipient.setdefault((notification["channel"], notification["to"]), []).append(index)
@@ -122,7 +128,9 @@ class Dispatcher:
 
         async def in_order(indices: list[int]) -> None:
             for index in indices:
-                outcomes[index] = await self.deliver(notifications[index])
+                notification = notifications[index]
+                since, unknown = unsure.get(notification["id"], (None, None))
+                outcomes[index] = await self.deliver(notification, since=since, unknown=unknown)
 
         await asyncio.gather(*(in_order(indices) for indices in by_recipient.values()))
         return outcomes  # type: ignore[return-value]  every slot is filled
