@@ -13,6 +13,16 @@ from streams.process import WorkerProcess
 from streams.settings import ROOT, Settings
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="the fault suite at full size (tests/faults; see the README)")
+
+
+@pytest.fixture(scope="session")
+def long_run(request) -> bool:
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def schemas() -> Schemas:
     return Schemas(ROOT / "schemas")

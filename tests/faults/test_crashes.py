@@ -1,0 +1,307 @@
+"""Break a running pipeline on purpose and count, at the provider imitation, what customers received.
+
+Every test ends with the same accounting, read from what the imitation took:
+each expected message exactly once (``lost`` and ``duplicates`` both 0).
+
+The default run is the short form; ``pytest tests/faults --long`` runs the
+sizes the README states (20,000 recipients, five kills, a 60 s provider outage).
+Each test prints one ``FAULTS`` line with its figures, which bench/RESULTS.md quotes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.customer_files import write_customer_csv
+from streams.kafka_tools import lag, load_customers, produce_json, read_topic, wait_drained
+from streams.providers.imitation import SENDGRID, TWILIO
+from streams.providers.local import LocalProviders
+from tests.channels.support import notification
+from tests.conftest import write
+
+pytestmark = [pytest.mark.broker, pytest.mark.faults]
+
+RULES = """\
+version: 1
+defaults: {quiet_hours: false}
+rules:
+  - id: outage-started
+    on: outage.started
+    audience: area
+    channels: [sms]
+    template: outage_started
+    essential: true
+  - id: cart-reminder
+    on: cart.updated
+    channels: [email]
+    template: cart_reminder
+    wait: 2s
+    cancel_on: [cart.checked_out]
+"""
+PER_AREA = 500
+OUTAGE_AREAS_FROM = 3000
+CART_AREA = "9999AB"
+
+
+@dataclass
+class Scale:
+    recipients: int
+    kills: int
+    carts: int
+    rate: float  # messages/s at the provider, per channel
+
+
+def scale(long_run: bool) -> Scale:
+    return Scale(20_000, 5, 400, 1000.0) if long_run else Scale(2_000, 2, 60, 500.0)
+
+
+def row(number: int, postcode: str, *, sms: bool) -> list[str]:
+    return [f"C{number:06d}", "Jan Jansen", f"+3161{number:07d}", f"klant{number}@example.nl", "nl",
+            "Europe/Amsterdam", ("basic", "standard", "premium")[number % 3], postcode, "", "false",
+            "true" if sms else "false", "false" if sms else "true"]
+
+
+def envelope(event_id: str, kind: str, data: dict, customer_id: str | None = None) -> dict:
+    event = {"id": event_id, "type": kind, "occurred_at": datetime.now(timezone.utc).isoformat(), "data": data}
+    if customer_id:
+        event["customer_id"] = customer_id
+    return event
+
+
+def cart(number: int) -> dict:
+    cart_id = f"CART-{number}"
+    return envelope(f"cart-{number}", "cart.updated", {
+        "cart_id": cart_id, "items": [{"sku": "A1", "name": "Wifi-versterker", "qty": 1, "unit_price": 49.95}],
+        "total": 49.95, "currency": "EUR", "checkout_url": f"https://shop.example.nl/checkout/{cart_id}"},
+        f"C{number:06d}")
+
+
+@dataclass
+class Expected:
+    sms: set[str] = field(default_factory=set)  # phone numbers that must get the outage notice
+    email: set[str] = field(default_factory=set)  # addresses that must get a cart reminder
+
+
+def account(imitation, expected: Expected) -> dict[str, int]:
+    """Lost and doubled, per channel, from what the imitation took."""
+    figures = {}
+    for channel, provider, wanted in (("sms", TWILIO, expected.sms), ("email", SENDGRID, expected.email)):
+        taken = Counter(a.to for a in imitation.accepted_by(provider))
+        figures[f"{channel}_lost"] = len(wanted - set(taken))
+        figures[f"{channel}_duplicates"] = sum(count - 1 for count in taken.values())
+        figures[f"{channel}_unexpected"] = len(set(taken) - wanted)
+    return figures
+
+
+def wait_until(check, timeout: float, step: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def all_taken(imitation, expected: Expected) -> bool:
+    return (expected.sms <= {a.to for a in imitation.accepted_by(TWILIO)}
+            and expected.email <= {a.to for a in imitation.accepted_by(SENDGRID)})
+
+
+def report(name: str, **figures) -> None:
+    print(f"FAULTS {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+class Pipeline:
+    """Customers loaded, workers started on demand; the outage and the carts produced as the tests ask."""
+
+    def __init__(self, broker, settings, start_worker, tmp_path: Path, size: Scale, local: LocalProviders):
+        self.broker, self.settings, self.start_worker, self.size = broker, settings, start_worker, size
+        self.env = {**local.env, "FOREWARN_RULES": str(write(tmp_path / "rules.yaml", RULES)),
+                    "FOREWARN_CLOCK": "wall", "FOREWARN_SMS_RATE": str(size.rate),
+                    "FOREWARN_EMAIL_RATE": str(size.rate), "FOREWARN_RETRY_DELAY": "5",
+                    "FOREWARN_PROVIDER_TIMEOUT": "3"}
+        self.areas = [str(OUTAGE_AREAS_FROM + a) for a in range(max(1, size.recipients // PER_AREA))]
+        rows = [row(n, f"{self.areas[n % len(self.areas)]}AB", sms=True) for n in range(size.recipients)]
+        first_cart = size.recipients
+        self.cart_numbers = list(range(first_cart, first_cart + size.carts))
+        rows += [row(n, CART_AREA, sms=False) for n in self.cart_numbers]
+        self.customers = write_customer_csv(tmp_path / "customers.csv", rows)
+        self.expected = Expected(sms={r[2] for r in rows[:size.recipients]})
+        # Every fifth cart is checked out right after: no reminder for it.
+        self.expected.email = {f"klant{n}@example.nl" for n in self.cart_numbers if n % 5}
+
+    def start(self):
+        return self.start_worker(**self.env)
+
+    def load(self, worker) -> None:
+        load_customers(self.broker.bootstrap, self.settings.topics.customers, self.customers)
+        source = self.settings.topics.source()
+        assert wait_drained(self.broker.bootstrap, self.start_worker.app_id, source, 180,
+                            alive=lambda: worker.running), worker.log()[-3000:]
+
+    def outage(self) -> None:
+        produce_json(self.broker.bootstrap, self.settings.topics.outages, [("OUT-F", envelope(
+            "out-f", "outage.started", {"outage_id": "OUT-F", "service": "internet", "areas": self.areas}))])
+
+    def carts_in_background(self, seconds: float) -> threading.Thread:
+        def run() -> None:
+            pause = seconds / max(1, len(self.cart_numbers))
+            for n in self.cart_numbers:
+                records = [(f"C{n:06d}", cart(n))]
+                if not n % 5:
+                    records.append((f"C{n:06d}", envelope(f"paid-{n}", "cart.checked_out",
+                                                          {"cart_id": f"CART-{n}", "order_id": f"ORD-{n}"},
+                                                          f"C{n:06d}")))
+                produce_json(self.broker.bootstrap, self.settings.topics.carts, records)
+                time.sleep(pause)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+def test_sigkill_during_a_fanout_and_carts_loses_and_doubles_nothing(broker, settings, start_worker, tmp_path,
+                                                                   long_run):
+    size = scale(long_run)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    with LocalProviders(settings, broker.bootstrap, sms_rate=size.rate * 1.2, email_rate=size.rate * 1.2,
+                        post_callbacks=False) as local:
+        pipeline = Pipeline(broker, settings, start_worker, tmp_path, size, local)
+        worker = pipeline.start()
+        pipeline.load(worker)
+        started = time.monotonic()
+        pipeline.outage()
+        carts = pipeline.carts_in_background(size.recipients / size.rate)
+        fake = local.imitation
+        # The first kill lands while the fan-out is being decided; the others at random points of the sending.
+        marks = sorted(rng.uniform(0.1, 0.9) * size.recipients for _ in range(size.kills - 1))
+        time.sleep(rng.uniform(0.05, 0.5))
+        kills = []
+        for threshold in [None, *marks]:
+            if threshold is not None:
+                wait_until(lambda: len(fake.accepted_by(TWILIO)) >= threshold or not worker.running, 120, 0.05)
+            kills.append(len(fake.accepted))
+            worker.kill()
+            worker = pipeline.start()
+        carts.join()
+        finished = wait_until(lambda: all_taken(fake, pipeline.expected), 300)
+        time.sleep(3)  # a double would be in by now
+        figures = account(fake, pipeline.expected)
+        report("sigkill", seed=seed, recipients=size.recipients, carts=size.carts, kills=len(kills),
+               accepted_at_kills=kills, seconds=round(time.monotonic() - started, 1), **figures)
+        assert finished, (figures, worker.log()[-3000:])
+        assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
+                           "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}, seed
+        assert "Traceback" not in worker.log()
+
+
+def test_two_workers_one_killed_and_rejoining_lose_and_double_nothing(broker, settings, start_worker, tmp_path,
+                                                                     long_run):
+    size = scale(long_run)
+    with LocalProviders(settings, broker.bootstrap, sms_rate=size.rate * 1.2, email_rate=size.rate * 1.2,
+                        post_callbacks=False) as local:
+        pipeline = Pipeline(broker, settings, start_worker, tmp_path, size, local)
+        first, second = pipeline.start(), pipeline.start()
+        pipeline.load(first)
+        started = time.monotonic()
+        pipeline.outage()
+        carts = pipeline.carts_in_background(size.recipients / size.rate)
+        fake = local.imitation
+        wait_until(lambda: len(fake.accepted_by(TWILIO)) >= size.recipients // 4, 120, 0.05)
+        killed_at = len(fake.accepted)
+        second.kill()  # its partitions move to the first worker
+        wait_until(lambda: len(fake.accepted_by(TWILIO)) >= size.recipients // 2, 120, 0.1)
+        rejoined_at = len(fake.accepted)
+        second = pipeline.start()  # and back again
+        carts.join()
+        finished = wait_until(lambda: all_taken(fake, pipeline.expected), 300)
+        time.sleep(3)
+        figures = account(fake, pipeline.expected)
+        report("rebalance", recipients=size.recipients, carts=size.carts, killed_at=killed_at,
+               rejoined_at=rejoined_at, seconds=round(time.monotonic() - started, 1), **figures)
+        assert finished, (figures, first.log()[-3000:])
+        assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
+                           "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}
+        assert first.running and second.running
+
+
+def test_provider_outage_then_429_bursts_then_timeouts_lose_and_double_nothing(broker, settings, start_worker,
+                                                                              long_run):
+    outage = 60.0 if long_run else 5.0
+    count = 3_000 if long_run else 300
+    with LocalProviders(settings, broker.bootstrap, post_callbacks=False) as local:
+        fake = local.imitation
+        worker = start_worker(**local.env, FOREWARN_SMS_RATE="200", FOREWARN_EMAIL_RATE="200",
+                              FOREWARN_RETRY_DELAY="5", FOREWARN_PROVIDER_TIMEOUT="2")
+        messages = [notification(i, "sms" if i % 2 else "email") for i in range(count)]
+        fake.outage(outage)  # 503 from both providers
+        started = time.monotonic()
+        produce_json(broker.bootstrap, settings.topics.notifications,
+                     [(n["customer_id"], orjson.dumps(n)) for n in messages])
+        time.sleep(outage)
+        for _ in range(3):  # bursts of 429 with Retry-After
+            fake.throttle(50, retry_after=1.0)
+            time.sleep(2)
+        fake.hang(20, accept=True, hold=5.0)  # taken, but the answer never comes in time
+        time.sleep(1)
+        fake.hang(20, accept=False, hold=5.0)  # not taken, no answer either
+        wanted = {n["id"] for n in messages}
+        finished = wait_until(lambda: {a.notification_id for a in fake.accepted} >= wanted, 240)
+        time.sleep(3)
+        taken = Counter(a.notification_id for a in fake.accepted)
+        deadletter = read_topic(broker.bootstrap, settings.topics.deadletter, timeout=1)
+        stats = fake.summary()
+        report("provider", messages=count, outage_s=outage, seconds=round(time.monotonic() - started, 1),
+               lost=len(wanted - set(taken)), duplicates=sum(c - 1 for c in taken.values()),
+               twilio_failed=stats[TWILIO].get("failed", 0), twilio_throttled=stats[TWILIO].get("throttled", 0),
+               twilio_hung=stats[TWILIO].get("hung", 0),
+               deadletter=len(deadletter))
+        assert finished, worker.log()[-3000:]
+        assert set(taken) == wanted and max(taken.values()) == 1
+        assert deadletter == []
+        delivered = {orjson.loads(m.value)["notification_id"] for m in read_topic(
+            broker.bootstrap, settings.topics.deliveries) if orjson.loads(m.value)["status"] == "queued"}
+        assert delivered == wanted
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_provider_pauses_consumption_and_memory_stays_bounded(broker, settings, start_worker, long_run):
+    count, rate, watch = (100_000, 50, 60.0) if long_run else (20_000, 50, 20.0)
+    with LocalProviders(settings, broker.bootstrap, sms_rate=rate, post_callbacks=False) as local:
+        worker = start_worker(**local.env, FOREWARN_SMS_RATE=str(rate))
+        assert wait_until(lambda: "]: Ready" in worker.log(), 90)
+        time.sleep(2)
+        before = rss_mib(worker.process.pid)
+        body = "Storing in uw buurt. " * 8  # about 170 characters: two segments, a realistic size
+        produce_json(broker.bootstrap, settings.topics.notifications,
+                     [(f"C{i:06d}", orjson.dumps(notification(i, "sms", body=body))) for i in range(count)])
+        samples = []
+        deadline = time.monotonic() + watch
+        while time.monotonic() < deadline:
+            samples.append(rss_mib(worker.process.pid))
+            time.sleep(1)
+        taken = len(local.imitation.accepted)
+        behind = lag(broker.bootstrap, start_worker.app_id, [settings.topics.notifications])
+        report("backpressure", notifications=count, provider_rate=rate, watched_s=watch, sent=taken,
+               not_committed=behind, rss_before_mib=round(before), rss_max_mib=round(max(samples)))
+        assert worker.running
+        # Paced at the provider's rate, not faster, and the rest waits on Kafka, not in the worker.
+        assert taken <= rate * (watch + 5)
+        assert behind >= count - taken - 2 * settings.dispatch_window - 5_000
+        assert max(samples) - before < 60, samples
