@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
 from aiokafka import codec as aiokafka_codec
@@ -25,6 +26,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from streams import collector, metrics, privacy
 from streams.settings import Settings
 
+log = logging.getLogger(__name__)
 settings = Settings.from_env()
 BOOTSTRAP = (settings.bootstrap_servers or "localhost:9092").split(",")
 
@@ -56,12 +58,19 @@ async def true_ends(reported):
     from streams.kafka_tools import API_VERSION, end_offsets
 
     def read() -> dict:
-        consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, api_version=API_VERSION, enable_auto_commit=False)
-        try:
-            by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
-            return {by_name[tp]: end for tp, end in end_offsets(consumer, list(by_name)).items()}
-        finally:
-            consumer.close()
+        by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
+        for attempt in range(1, 4):
+            try:
+                consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, api_version=API_VERSION,
+                                         enable_auto_commit=False)
+                try:
+                    return {by_name[tp]: end for tp, end in end_offsets(consumer, list(by_name)).items()}
+                finally:
+                    consumer.close()
+            except Exception as exc:  # noqa: BLE001  any broker trouble: try again, then go on as faust would
+                log.warning("checking changelog end offsets failed (attempt %d of 3): %r", attempt, exc)
+                time.sleep(0.5 * attempt)
+        return reported
 
     return await asyncio.get_running_loop().run_in_executor(None, read)
 
