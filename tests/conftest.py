@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,21 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def event(event_id: str, event_type: str, data: dict, customer_id: str | None = None) -> dict:
+    """An event envelope that happened now."""
+    envelope = {"id": event_id, "type": event_type, "occurred_at": datetime.now(timezone.utc).isoformat(), "data": data}
+    if customer_id:
+        envelope["customer_id"] = customer_id
+    return envelope
+
+
+def cart(event_id: str, customer_id: str, cart_id: str) -> dict:
+    """A ``cart.updated`` event with one item."""
+    return event(event_id, "cart.updated", {
+        "cart_id": cart_id, "items": [{"sku": "A1", "name": "Wifi-versterker", "qty": 1, "unit_price": 49.95}],
+        "total": 49.95, "currency": "EUR", "checkout_url": f"https://shop.example.nl/checkout/{cart_id}"}, customer_id)
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from streams.agents.sending import ChangelogTable, Sends
 from streams.app import (app, deadletter_topic, deliveries_topic, dispatched_table, notifications_topic, raw_topic,
                          settings)
 from streams.channels.dispatcher import Dispatcher, Outcome
-from streams.channels.ledger import DONE, SENDING, SendLedger
+from streams.channels.ledger import DONE, SENDING, Mark, SendLedger
 from streams.channels.registry import channels_from_env
 from streams.core.directory import owner_partition
 from streams.events import deadletter_record
@@ -97,6 +97,7 @@ class Item:
     partition: int
     notification: dict[str, Any]
     event: Any
+    mark: Mark | None  # what the ledger knew of it when it was taken
     since: datetime | None = None  # an earlier round's first attempt
     unknown: str | None = None  # an earlier round left the outcome unknown
 
@@ -109,9 +110,8 @@ class GuardedSends:
         self.ledger = SendLedger(ChangelogTable(dispatched_table, self.sends), retention=settings.sent_retention)
         self._swept = time.monotonic()
 
-    def sent_before(self, notification: dict[str, Any], *, parked_counts: bool = True) -> bool:
+    def sent_before(self, notification: dict[str, Any], mark: Mark | None, *, parked_counts: bool = True) -> bool:
         """This id was sent already (or parked, and the retry round owns it): count it and let it be."""
-        mark = self.ledger.get(notification["id"])
         if mark is None or mark.state != DONE or (mark.parked and not parked_counts):
             return False
         NOT_SENT_AGAIN.labels(notification["channel"]).inc()
@@ -122,8 +122,7 @@ class GuardedSends:
         """Send ``items``; ``settled`` is called for each outcome before its mark says done."""
         now, unsure = datetime.now(timezone.utc), {}
         for item in items:
-            key = item.notification["id"]
-            mark = self.ledger.get(key)
+            key, mark = item.notification["id"], item.mark
             if mark is not None and mark.state == SENDING:
                 unsure[key] = (datetime.fromisoformat(mark.since), IN_FLIGHT)
                 continue
@@ -174,9 +173,11 @@ async def dispatch(stream):
             if notification is None:
                 await dead(guarded.sends, event,
                            "not a notification (JSON object with id, channel, to, customer_id, rule)")
-            elif notification["id"] not in taken and not guarded.sent_before(notification):
-                taken.add(notification["id"])
-                items.append(Item(event.message.partition, notification, event))
+            elif notification["id"] not in taken:
+                mark = guarded.ledger.get(notification["id"])
+                if not guarded.sent_before(notification, mark):
+                    taken.add(notification["id"])
+                    items.append(Item(event.message.partition, notification, event, mark))
         await guarded.window(items, settled)
 
 
@@ -196,15 +197,19 @@ async def redispatch(stream):
             try:
                 entry = orjson.loads(event.value)
                 notification = entry["notification"]
+                notification_id = notification["id"]
                 since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 await dead(guarded.sends, event, "not a parked notification")
                 continue
-            if notification.get("id") in taken or guarded.sent_before(notification, parked_counts=False):
+            if notification_id in taken:
                 continue
-            taken.add(notification["id"])
+            mark = guarded.ledger.get(notification_id)
+            if guarded.sent_before(notification, mark, parked_counts=False):
+                continue
+            taken.add(notification_id)
             entries.append(entry)
-            items.append(Item(event.message.partition, notification, event, since, entry.get("unknown")))
+            items.append(Item(event.message.partition, notification, event, mark, since, entry.get("unknown")))
         # Records arrive in parking order, so waiting for the last one's time waits for them all.
         wait = max((entry.get("retry_at", 0) for entry in entries), default=0) - time.time()
         if wait > 0:

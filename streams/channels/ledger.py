@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import orjson
@@ -53,10 +53,10 @@ class SendLedger:
         return None if raw is None else Mark(**orjson.loads(raw))
 
     def sending(self, notification_id: str, partition: int, since: datetime) -> None:
-        self._put(notification_id, Mark(SENDING, time.time(), partition, since=since.isoformat()))
+        self._put(notification_id, Mark(SENDING, round(time.time(), 3), partition, since=since.isoformat()))
 
     def done(self, notification_id: str, partition: int, status: str) -> None:
-        self._put(notification_id, Mark(DONE, time.time(), partition, status=status))
+        self._put(notification_id, Mark(DONE, round(time.time(), 3), partition, status=status))
 
     def expired(self, now: float | None = None) -> list[tuple[str, int]]:
         """(notification id, partition) of every mark older than the retention."""
@@ -68,9 +68,5 @@ class SendLedger:
         self.marks.pop(notification_id, None)
 
     def _put(self, notification_id: str, mark: Mark) -> None:
-        fields = {"state": mark.state, "at": round(mark.at, 3), "partition": mark.partition}
-        if mark.since is not None:
-            fields["since"] = mark.since
-        if mark.status is not None:
-            fields["status"] = mark.status
+        fields = {name: value for name, value in asdict(mark).items() if value is not None}
         self.marks[notification_id] = orjson.dumps(fields)

@@ -15,18 +15,18 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 import pytest
 
+from bench.common import rss
 from streams.customer_files import write_customer_csv
 from streams.kafka_tools import lag, load_customers, produce_json, read_topic, wait_drained
 from streams.providers.imitation import SENDGRID, TWILIO
 from streams.providers.local import LocalProviders
 from tests.channels.support import notification
-from tests.conftest import write
+from tests.conftest import cart, event, write
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
@@ -49,6 +49,7 @@ rules:
 """
 PER_AREA = 500
 OUTAGE_AREAS_FROM = 3000
+MIB = 1024 * 1024
 CART_AREA = "9999AB"
 
 
@@ -70,19 +71,8 @@ def row(number: int, postcode: str, *, sms: bool) -> list[str]:
             "true" if sms else "false", "false" if sms else "true"]
 
 
-def envelope(event_id: str, kind: str, data: dict, customer_id: str | None = None) -> dict:
-    event = {"id": event_id, "type": kind, "occurred_at": datetime.now(timezone.utc).isoformat(), "data": data}
-    if customer_id:
-        event["customer_id"] = customer_id
-    return event
-
-
-def cart(number: int) -> dict:
-    cart_id = f"CART-{number}"
-    return envelope(f"cart-{number}", "cart.updated", {
-        "cart_id": cart_id, "items": [{"sku": "A1", "name": "Wifi-versterker", "qty": 1, "unit_price": 49.95}],
-        "total": 49.95, "currency": "EUR", "checkout_url": f"https://shop.example.nl/checkout/{cart_id}"},
-        f"C{number:06d}")
+def cart_of(number: int) -> dict:
+    return cart(f"cart-{number}", f"C{number:06d}", f"CART-{number}")
 
 
 @dataclass
@@ -149,16 +139,16 @@ class Pipeline:
                             alive=lambda: worker.running), worker.log()[-3000:]
 
     def outage(self) -> None:
-        produce_json(self.broker.bootstrap, self.settings.topics.outages, [("OUT-F", envelope(
+        produce_json(self.broker.bootstrap, self.settings.topics.outages, [("OUT-F", event(
             "out-f", "outage.started", {"outage_id": "OUT-F", "service": "internet", "areas": self.areas}))])
 
     def carts_in_background(self, seconds: float) -> threading.Thread:
         def run() -> None:
             pause = seconds / max(1, len(self.cart_numbers))
             for n in self.cart_numbers:
-                records = [(f"C{n:06d}", cart(n))]
+                records = [(f"C{n:06d}", cart_of(n))]
                 if not n % 5:
-                    records.append((f"C{n:06d}", envelope(f"paid-{n}", "cart.checked_out",
+                    records.append((f"C{n:06d}", event(f"paid-{n}", "cart.checked_out",
                                                           {"cart_id": f"CART-{n}", "order_id": f"ORD-{n}"},
                                                           f"C{n:06d}")))
                 produce_json(self.broker.bootstrap, self.settings.topics.carts, records)
@@ -277,27 +267,20 @@ def test_provider_outage_then_429_bursts_then_timeouts_lose_and_double_nothing(b
         assert delivered == wanted
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_a_slow_provider_pauses_consumption_and_memory_stays_bounded(broker, settings, start_worker, long_run):
     count, rate, watch = (100_000, 50, 60.0) if long_run else (20_000, 50, 20.0)
     with LocalProviders(settings, broker.bootstrap, sms_rate=rate, post_callbacks=False) as local:
         worker = start_worker(**local.env, FOREWARN_SMS_RATE=str(rate))
         assert wait_until(lambda: "]: Ready" in worker.log(), 90)
         time.sleep(2)
-        before = rss_mib(worker.process.pid)
+        before = rss(worker.process.pid)[0] / MIB
         body = "Storing in uw buurt. " * 8  # about 170 characters: two segments, a realistic size
         produce_json(broker.bootstrap, settings.topics.notifications,
                      [(f"C{i:06d}", orjson.dumps(notification(i, "sms", body=body))) for i in range(count)])
         samples = []
         deadline = time.monotonic() + watch
         while time.monotonic() < deadline:
-            samples.append(rss_mib(worker.process.pid))
+            samples.append(rss(worker.process.pid)[0] / MIB)
             time.sleep(1)
         taken = len(local.imitation.accepted)
         behind = lag(broker.bootstrap, start_worker.app_id, [settings.topics.notifications])

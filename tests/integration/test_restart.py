@@ -16,7 +16,7 @@ import pytest
 
 from streams.kafka_tools import load_customers, produce_json, read_topic, wait_drained
 from streams.settings import ROOT
-from tests.conftest import write
+from tests.conftest import cart, event, write
 
 pytestmark = pytest.mark.broker
 DEMO = ROOT / "config" / "demo"
@@ -45,19 +45,6 @@ rules:
     wait: {WAIT}s
     cancel_on: [cart.checked_out]
 """
-
-
-def event(event_id: str, event_type: str, data: dict, customer_id: str | None = None) -> dict:
-    envelope = {"id": event_id, "type": event_type, "occurred_at": datetime.now(timezone.utc).isoformat(), "data": data}
-    if customer_id:
-        envelope["customer_id"] = customer_id
-    return envelope
-
-
-def cart(event_id: str, customer_id: str, cart_id: str) -> dict:
-    return event(event_id, "cart.updated", {
-        "cart_id": cart_id, "items": [{"sku": "A1", "name": "Wifi-versterker", "qty": 1, "unit_price": 49.95}],
-        "total": 49.95, "currency": "EUR", "checkout_url": f"https://shop.example.nl/checkout/{cart_id}"}, customer_id)
 
 
 def test_pending_messages_survive_sigkill_and_fire_exactly_once(broker, settings, start_worker, tmp_path):
