@@ -57,6 +57,9 @@ async def true_ends(reported):
 
     from streams.kafka_tools import API_VERSION, end_offsets
 
+    if not any(end and end > 0 for end in reported.values()):
+        return reported  # empty changelogs: nothing to check, no connection to make
+
     def read() -> dict:
         by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
         for attempt in range(1, 4):
@@ -141,8 +144,11 @@ async def observe() -> None:
     """Mask customer data in every log handler faust has set up, and serve metrics."""
     # Per-message debug records cost a tenth of a fan-out's time even when no handler prints them.
     level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
-    for name in ("", "aiokafka", "faust", "mode", "kafka"):
+    for name in ("", "aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(level)
+    # In the worker kafka-python only serves the end-offset check (true_ends), which logs its own
+    # failures; its transport logs a traceback for every dropped connection it then retries.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     privacy.install()
     metrics.serve(settings.metrics_port, settings.metrics_address)
 
