@@ -40,6 +40,20 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read by AIOKafkaConsumer.start()
         return consumer
 
+    async def seek_to_committed(self):
+        # After table recovery faust seeks the stream partitions back to their committed offsets. aiokafka
+        # skips a partition with nothing committed yet, so whatever was fetched for it during recovery (and
+        # dropped, as recovery does) was never read again: the worker sat idle with a backlog.
+        return await self.call_thread(self._seek_to_committed_or_start)
+
+    async def _seek_to_committed_or_start(self):
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        never = [tp for tp, offset in committed.items() if not offset]
+        if never:
+            await consumer.seek_to_beginning(*never)  # consumer_auto_offset_reset="earliest"
+        return committed
+
     async def _highwaters(self, partitions):
         # Table recovery reads each changelog partition up to here. Tansu 0.6 answers ListOffsets with the
         # last batch's first offset + 1, so recovery would stop inside the last batch and lose its changes.

@@ -84,10 +84,6 @@ def test_a_worker_delivers_through_the_providers_and_receipts_come_back(broker, 
         assert n["to"] not in log
 
 
-# Out of the default run: on the embedded broker the restarted worker now and then takes no
-# notifications at all after its table recovery (seen once in a fresh-clone CI run, 0 of 6 runs
-# alone). The same stall as tests/faults' rebalance test; see bench/RESULTS.md.
-@pytest.mark.slow
 def test_a_worker_killed_mid_window_sends_nothing_twice_when_it_comes_back(broker, settings, start_worker):
     """SIGKILL while a window is being sent: the rest is sent after the restart, and nothing twice.
 
