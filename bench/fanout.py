@@ -6,9 +6,12 @@ after the other, each hit 200 other PC4 areas: 100,000 customers each. Printed:
 load and materialise times, the worker's RSS with the customers loaded; for each
 outage the time from producing it to the last notification on the
 ``notifications`` topic, notifications per second and the CPU used; the median
-speed, the peak RSS, and, as the baseline measured in this same run, the same
-fan-out through the decision core in-process (the simulator's speed). Last
-line: the ratio worker / simulator.
+speed and the peak RSS. Two baselines measured in this same run: raw produce
+(the last outage's notifications, as they lie on the topic, produced again by
+an aiokafka producer with the worker's batching and compression to a topic of
+as many partitions: the hardware limit for putting that many messages on
+Kafka), and the same fan-out through the decision core in-process (the
+simulator's speed). Last line: the ratio worker / raw produce.
 
 The worker runs ingest and decide only (FOREWARN_DISPATCH=0), as a fan-out
 worker would in production next to separate dispatch workers; the rules are
@@ -20,6 +23,7 @@ config/rules.yaml's outage notice without its grace period.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -30,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,12 +87,17 @@ class NotificationCounter:
         self.consumer.assign([TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))])
         self.consumer.seek_to_beginning()
 
-    def count_until(self, expected: int, timeout: float) -> tuple[int, float, float]:
-        """The next ``expected`` messages: (count, broker timestamps of the first and last, in s)."""
+    def count_until(self, expected: int, timeout: float, keep: list | None = None) -> tuple[int, float, float]:
+        """The next ``expected`` messages: (count, broker timestamps of the first and last, in s).
+
+        Their (key, value) pairs are appended to ``keep`` if given.
+        """
         seen, first, last, deadline = 0, float("inf"), 0.0, time.monotonic() + timeout
         while seen < expected and time.monotonic() < deadline:
             for messages in self.consumer.poll(timeout_ms=500, max_records=expected - seen).values():
                 seen += len(messages)
+                if keep is not None:
+                    keep.extend((m.key, m.value) for m in messages)
                 first = min(first, min(m.timestamp for m in messages) / 1000)
                 last = max(last, max(m.timestamp for m in messages) / 1000)
         return seen, first, last
@@ -103,6 +113,22 @@ def outage(number: int, areas: int) -> dict:
             "data": {"outage_id": f"OUT-BENCH-{number}", "service": "internet",
                      "areas": [str(1000 + number * areas + a) for a in range(areas)],
                      "expected_end": "2026-11-25T23:00:00+01:00"}}
+
+
+async def raw_produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], settings: Settings) -> float:
+    """Produce ``messages`` as fast as aiokafka takes them, batched as the worker does; messages per second."""
+    sink = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=settings.producer_batch_bytes,
+                            compression_type=settings.compression, acks=-1)
+    await sink.start()
+    try:
+        await sink.partitions_for(topic)
+        started = time.perf_counter()
+        pending = [await sink.send(topic, value, key=key) for key, value in messages]
+        await sink.flush()
+        await asyncio.gather(*pending)
+        return len(messages) / (time.perf_counter() - started)
+    finally:
+        await sink.stop()
 
 
 def simulator_baseline(customers_csv: Path, rules_path: Path, event: dict) -> tuple[int, float]:
@@ -135,7 +161,7 @@ def main() -> None:
     os.environ["FOREWARN_PARTITIONS"] = str(args.partitions)
     settings = Settings.from_env()
     with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap, settings.topics.all(), args.partitions)
+        ensure_topics(broker.bootstrap, [*settings.topics.all(), "bench-raw"], args.partitions)
         worker = deciding_worker(broker, work, rules_path, FOREWARN_PARTITIONS=str(args.partitions))
         app_id = worker.env["FOREWARN_APP_ID"]
         try:
@@ -155,7 +181,7 @@ def main() -> None:
             outage_producer = producer(broker.bootstrap)  # connected before the clock starts
             outage_producer.partitions_for(settings.topics.outages)
             counter = NotificationCounter(broker.bootstrap, settings.topics.notifications)
-            runs = []
+            runs, last_outage = [], []
             for number in range(args.repeat):
                 event = outage(number, args.areas)
                 cpu_before = cpu_seconds(worker.process.pid), cpu_seconds(broker.process.pid)
@@ -165,7 +191,8 @@ def main() -> None:
                 outage_producer.flush()
                 expected = sum(1 for n in range(args.customers)
                                if number * args.areas <= n % args.postcode_areas < (number + 1) * args.areas)
-                count, first, last = counter.count_until(expected, 1800)
+                last_outage.clear()
+                count, first, last = counter.count_until(expected, 1800, keep=last_outage)
                 cpu = cpu_seconds(worker.process.pid) - cpu_before[0], cpu_seconds(broker.process.pid) - cpu_before[1]
                 elapsed = last - produced
                 runs.append(count / elapsed)
@@ -181,13 +208,17 @@ def main() -> None:
             _, peak = rss(worker.process.pid)
         finally:
             worker.stop()
+        raw_rate = asyncio.run(raw_produce(broker.bootstrap, "bench-raw", last_outage, settings))
     speed = statistics.median(runs)
     print(f"worker peak RSS during the run {peak / 2**20:,.0f} MiB")
     print(f"fan-out speed, median of {len(runs)} outages: {speed:,.0f} notifications/s through one worker")
+    print(f"baseline, raw produce: the last outage's {len(last_outage):,} notifications produced again by one "
+          f"aiokafka producer (linger 5 ms, {settings.compression or 'no'} compression): {raw_rate:,.0f}/s")
     baseline_sent, baseline_seconds = simulator_baseline(customers_csv, rules_path, outage(0, args.areas))
     print(f"baseline, the decision core in-process (simulator): {baseline_sent:,} notifications in "
           f"{baseline_seconds:.2f} s = {baseline_sent / baseline_seconds:,.0f}/s")
     print(f"ratio worker / simulator fan-out speed: {speed / (baseline_sent / baseline_seconds):.2f}")
+    print(f"ratio worker fan-out speed / raw produce: {speed / raw_rate:.2f}")
 
 
 if __name__ == "__main__":
