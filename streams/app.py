@@ -1,10 +1,8 @@
 """The faust app: topics, tables and agents. ``faust -A streams.app worker`` works too.
 
-Data path: ``orders``, ``carts``, ``customers`` -> ``decide`` (validate,
-dead-letter; rules, policy, render) -> ``notifications`` / ``suppressed`` ->
-``dispatch`` (channel) -> ``deliveries``. ``outages`` -> ``ingest`` (validate,
-hand to every partition) -> ``forewarn-events`` -> ``decide``; so does a
-customer's event that landed in a partition other than the customer's.
+Data path: source topics -> ``ingest`` (validate, dead-letter, route by
+customer) -> ``forewarn-events`` -> ``decide`` (rules, policy, render) ->
+``notifications`` / ``suppressed`` -> ``dispatch`` (channel) -> ``deliveries``.
 Pending messages (waits, deferrals) come back to ``decide`` through
 ``forewarn-due`` when they fall due; see ``streams.core.schedule``.
 
@@ -136,14 +134,12 @@ def raw_topic(name: str) -> faust.TopicT:
     return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
 
 
-outages_source = raw_topic(settings.topics.outages)
+source_topics = app.topic(*settings.topics.source(), key_serializer="raw", value_serializer="raw")
 events_topic = raw_topic(settings.topics.events)
 due_topic = raw_topic(settings.topics.due)
 # Everything that changes a customer's state, all co-partitioned by customer: one agent applies it in order.
-# faust assigns partition N of every topic with as many partitions to the same worker, so a customer's
-# event read from partition N of ``orders`` is decided next to the customer's state in partition N.
 decide_input = app.topic(settings.topics.events, settings.topics.due, settings.topics.optouts, settings.topics.fallbacks,
-                         *settings.topics.per_customer(), key_serializer="raw", value_serializer="raw")
+                         key_serializer="raw", value_serializer="raw")
 notifications_topic = raw_topic(settings.topics.notifications)
 suppressed_topic = raw_topic(settings.topics.suppressed)
 deliveries_topic = raw_topic(settings.topics.deliveries)

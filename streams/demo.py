@@ -14,7 +14,6 @@ from rich.table import Table
 
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_tools import ensure_topics, load_customers, read_topic, replay_in_order, wait_drained
-from streams.metrics import events_finished
 from streams.privacy import mask
 from streams.process import WorkerProcess
 from streams.providers.local import LocalProviders
@@ -46,9 +45,8 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
                 raise SystemExit(f"the worker stopped or did not take in the customers within {timeout:.0f} s; log: {log_path}")
             console.print(f"   directory filled after {time.monotonic() - started:.1f} s")
             lines = [line for line in events.read_bytes().splitlines() if line.strip()]
-            metrics_url = f"http://127.0.0.1:{worker.env['FOREWARN_METRICS_PORT']}/metrics"
             replayed = replay_in_order(broker.bootstrap, topics.for_event_type, lines, topics.orders,
-                                       finished=lambda: events_finished(metrics_url), partitions=settings.partitions)
+                                       ingested=(topics.events, topics.deadletter))
             console.print(f"[bold]3.[/bold] replayed {replayed} events from {events}")
             # Quiet for longer than the worker's idle time: by then it has decided what was still pending.
             if not wait_drained(broker.bootstrap, settings.app_id, pipeline, timeout, alive=lambda: worker.running,

@@ -16,14 +16,10 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
-from kafka.partitioner import DefaultPartitioner
 from rich.console import Console
 from rich.progress import Progress
 
-from streams.core.directory import owner_partition
 from streams.customer_files import read_customer_rows, upsert_event
-from streams.errors import EventError
-from streams.events import parse_event
 
 API_VERSION = (2, 5, 0)
 
@@ -75,22 +71,8 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
             probe.assign([])
 
 
-class CustomerPartitioner(DefaultPartitioner):
-    """A keyed message to the partition that owns its key (``owner_partition``), not by Java's murmur2.
-
-    A customer's event then lands where the worker decides it, without a hop through ``forewarn-events``.
-    """
-
-    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
-        if serialized_key is None:
-            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
-        partitions = sorted(cluster.partitions_for_topic(topic))
-        return partitions[owner_partition(serialized_key, len(partitions))]
-
-
 def producer(bootstrap: str, **options: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION,
-                         **{"acks": "all", "linger_ms": 5, "partitioner": CustomerPartitioner(), **options})
+    return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, **{"acks": "all", "linger_ms": 5, **options})
 
 
 def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> int:
@@ -185,39 +167,44 @@ def event_key(line: bytes) -> str | None:
     return key if isinstance(key, str) else None  # a malformed event still goes out, to be dead-lettered
 
 
+def total_end_offset(consumer: KafkaConsumer, topics: Iterable[str], probe: KafkaConsumer | None = None) -> int:
+    partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    return sum(end_offsets(consumer, partitions, probe).values())
+
+
 def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iterable[bytes], fallback_topic: str,
-                    finished: Callable[[], int], partitions: int, timeout: float = 30.0) -> int:
-    """Send event lines one at a time, each only after the worker is done with the one before.
+                    ingested: Iterable[str], timeout: float = 30.0) -> int:
+    """Send event lines one at a time, each only after the worker has taken in the one before.
 
     Events of one type share a topic but different types do not, and a consumer
     reads its topics in no fixed order; a replay that must be decided in the
     order of the file (the demo, the simulation parity test) waits until the
-    worker's count of ``finished`` events (``streams.metrics.events_finished``)
-    has grown by the event: one, or one per partition for an outage.
+    previous event has come out of ingest on one of the ``ingested`` topics.
     """
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
     sender = producer(bootstrap, linger_ms=0)
     sent = 0
     try:
+        ingested = tuple(ingested)
         for line in lines:
-            try:
-                event = parse_event(line)
-            except EventError:
-                event = None
             try:
                 topic = topic_for(orjson.loads(line)["type"])
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 topic = fallback_topic
-            goal = finished() + (partitions if event and event["type"].startswith("outage.") else 1)
+            before = total_end_offset(watcher, ingested, probe)
             sender.send(topic, key=(event_key(line) or "").encode() or None, value=line)
             sender.flush()
             sent += 1
             deadline = time.monotonic() + timeout
-            while finished() < goal:
+            while total_end_offset(watcher, ingested, probe) == before:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"event {sent} was not taken in within {timeout} s")
                 time.sleep(0.01)
     finally:
         sender.close()
+        watcher.close()
+        probe.close()
     return sent
 
 

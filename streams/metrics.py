@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.request import urlopen
-
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
 
 EVENTS_CONSUMED = Counter("forewarn_events_consumed_total", "Events read from a source topic", ["topic"])
 EVENTS_DEADLETTERED = Counter("forewarn_events_deadlettered_total", "Events refused to the dead-letter topic", ["topic"])
@@ -17,7 +14,6 @@ PROCESSING_SECONDS = Histogram(
     "forewarn_processing_seconds", "Time to decide on one event, fan-out included", ["event_type"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-DECIDED_KINDS = frozenset({"due", "optout", "fallback"})  # PROCESSING_SECONDS labels of the worker's own records
 NOT_SENT_AGAIN = Counter("forewarn_not_sent_again_total",
                          "Notifications that came to the dispatcher again after they were sent", ["channel"])
 FANOUT_RECIPIENTS = Gauge("forewarn_fanout_recipients", "Planned recipients of an outage fan-out",
@@ -31,17 +27,3 @@ FANOUT_OVER_LIMIT = Counter("forewarn_fanout_over_limit_total",
 def serve(port: int, address: str = "127.0.0.1") -> None:
     if port:
         start_http_server(port, addr=address)
-
-
-def events_finished(metrics_url: str) -> int:
-    """Read from a worker's /metrics: source events it has decided (an outage once per partition) or dead-lettered."""
-    with urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    total = 0
-    for family in text_string_to_metric_families(text):
-        if family.name == "forewarn_processing_seconds":
-            total += sum(int(s.value) for s in family.samples
-                         if s.name.endswith("_count") and s.labels.get("event_type") not in DECIDED_KINDS)
-        elif family.name == "forewarn_events_deadlettered":
-            total += sum(int(s.value) for s in family.samples if s.name.endswith("_total"))
-    return total

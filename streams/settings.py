@@ -55,10 +55,6 @@ class Topics:
     def source(self) -> tuple[str, ...]:
         return (self.orders, self.carts, self.outages, self.customers)
 
-    def per_customer(self) -> tuple[str, ...]:
-        """Source topics whose events concern one customer: decided where they land when keyed right."""
-        return (self.orders, self.carts, self.customers)
-
     def for_event_type(self, event_type: str) -> str:
         return getattr(self, TOPIC_FOR_EVENT[event_type.split(".", 1)[0]])
 

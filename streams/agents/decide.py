@@ -1,13 +1,10 @@
-"""Apply each customer's event to the state and decide who hears what, and when.
+"""Hop 2: apply each routed event to the state and decide who hears what, and when.
 
 The decision itself is ``streams.core.decide.Decider``, the same code the
 simulator runs; this module only feeds it, fires its timers and produces its
-outcomes. One agent reads ``forewarn-events``, ``forewarn-due``, the dispatcher's
-``optouts`` and ``fallbacks``, and the per-customer source topics (``orders``,
-``carts``, ``customers``) so that every change to a customer's state is made by
-one coroutine, in order. A source event is admitted first (``streams.agents.ingest``:
-validated or dead-lettered); one that landed outside its customer's partition is
-handed on through ``forewarn-events`` and decided when it comes back there.
+outcomes. One agent reads ``forewarn-events``, ``forewarn-due`` and the dispatcher's
+``optouts`` and ``fallbacks`` so that every change to a customer's state is
+made by one coroutine, in order.
 
 Clock: ``FOREWARN_CLOCK=wall`` (production) decides on wall-clock time and a
 timer fires pending messages. ``event`` (replays, the demo, tests) decides on
@@ -29,7 +26,6 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from streams import collector
-from streams.agents.ingest import admit, decided_where_it_lands, hand_on
 from streams.agents.sending import ChangelogTable, Sends
 from streams.app import (app, customers_table, decide_input, due_topic, notifications_topic, outages_table,
                          settings, states_table, suppressed_topic)
@@ -42,7 +38,6 @@ from streams.metrics import (FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT
                              PROCESSING_SECONDS, SUPPRESSED)
 
 log = logging.getLogger(__name__)
-PER_CUSTOMER_SOURCES = frozenset(settings.topics.per_customer())
 config = load_config(settings)
 sends = Sends(app)
 directory = CustomerDirectory(ChangelogTable(customers_table, sends), settings.partitions)
@@ -137,17 +132,9 @@ async def decide(stream):
 
 async def decide_one(event) -> None:
     started = time.perf_counter()
+    payload = orjson.loads(event.value)
     partition = sends.partition = event.message.partition
     topic = event.message.topic
-    if topic in PER_CUSTOMER_SOURCES:
-        payload = await admit(sends, event)
-        if payload is None:
-            return
-        if not decided_where_it_lands(payload, event.message):
-            await hand_on(sends, payload, event.value)
-            return
-    else:
-        payload = orjson.loads(event.value)
     if topic == settings.topics.due:
         due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
         now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)

@@ -25,10 +25,8 @@ Customer = dict[str, Any]
 CRITICAL, PREMIUM, OTHERS = 0, 1, 2
 
 
-def owner_partition(customer_id: str | bytes, partitions: int) -> int:
-    """CRC-32 of the id, as librdkafka's ``consistent`` partitioner places a key (Java's client uses murmur2)."""
-    key = customer_id.encode("utf-8") if isinstance(customer_id, str) else customer_id
-    return zlib.crc32(key) % partitions
+def owner_partition(customer_id: str, partitions: int) -> int:
+    return zlib.crc32(customer_id.encode("utf-8")) % partitions
 
 
 def area_keys(postcode: str) -> tuple[str, str]:

@@ -59,7 +59,7 @@ def test_generated_bad_events_between_the_demo_events(broker, settings, start_wo
     worker = start_worker()
     load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
     drain(broker, settings, start_worker.app_id, worker)
-    replay(broker.bootstrap, settings, worker, lines)
+    replay(broker.bootstrap, settings, lines)
     drain(broker, settings, start_worker.app_id, worker)
     assert worker.running
 

@@ -12,7 +12,6 @@ import pytest
 
 from streams.core.config import load_config
 from streams.kafka_tools import load_customers, produce_json, read_topic, replay_in_order, wait_drained
-from streams.metrics import events_finished
 from streams.settings import ROOT
 from streams.simulate import simulate
 
@@ -21,10 +20,9 @@ DEMO = ROOT / "config" / "demo"
 IN_OUTAGE = {"C1001", "C1002", "C1003", "C1004", "C1005", "C1006"}
 
 
-def replay(bootstrap: str, settings, worker, lines: list[bytes]) -> None:
-    metrics_url = f"http://127.0.0.1:{worker.env['FOREWARN_METRICS_PORT']}/metrics"
+def replay(bootstrap: str, settings, lines: list[bytes]) -> None:
     replay_in_order(bootstrap, settings.topics.for_event_type, lines, settings.topics.orders,
-                    finished=lambda: events_finished(metrics_url), partitions=settings.partitions)
+                    ingested=(settings.topics.events, settings.topics.deadletter))
 
 
 def drain(broker, settings, app_id, worker, timeout=90.0) -> None:
@@ -47,7 +45,7 @@ def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, 
     worker = start_worker()
     load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
     drain(broker, settings, start_worker.app_id, worker)
-    replay(broker.bootstrap, settings, worker, DEMO.joinpath("events.jsonl").read_bytes().splitlines())
+    replay(broker.bootstrap, settings, DEMO.joinpath("events.jsonl").read_bytes().splitlines())
     drain(broker, settings, start_worker.app_id, worker)
 
     sent = outbox_lines(tmp_path)
