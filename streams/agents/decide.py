@@ -44,6 +44,8 @@ directory = CustomerDirectory(ChangelogTable(customers_table, sends), settings.p
 decider = Decider(config.rules, config.renderer, directory, ChangelogTable(outages_table, sends),
                   ChangelogTable(states_table, sends))
 clock = {"watermark": None, "last_event": time.monotonic()}
+BATCH = 1_000  # events decided before their outcomes are awaited and the states logged
+BATCH_WAIT = 0.01  # seconds a batch waits to fill: what a lone event waits at most
 
 
 def owned_partitions() -> set[int]:
@@ -114,7 +116,7 @@ async def emit(outcomes) -> None:
                 await sends.send(suppressed_topic, (outcome.customer_id or "").encode(),
                                  orjson.dumps(outcome.to_dict()), partition)
             if sends.changes_due:
-                await sends.write_changes()
+                await sends.settle()
     finally:
         for (rule, channel), count in notified.items():
             NOTIFICATIONS.labels(rule, channel).inc(count)
@@ -124,10 +126,13 @@ async def emit(outcomes) -> None:
 
 @app.agent(decide_input, concurrency=1)
 async def decide(stream):
-    async for event in stream.events():
+    # Events are taken in batches so that waiting for Kafka to acknowledge the notifications before the
+    # states that record them are logged (``Sends.settle``) costs one round trip per batch, not per event.
+    async for events in stream.take_events(BATCH, within=BATCH_WAIT):
         with collector.in_progress():  # no full collection in the middle of a fan-out
-            await decide_one(event)
-            await sends.end_batch()
+            for event in events:
+                await decide_one(event)
+            await sends.settle()
 
 
 async def decide_one(event) -> None:

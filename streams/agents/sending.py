@@ -19,10 +19,11 @@ The bound: with more than ``in_flight`` messages unacknowledged, the oldest
 half is awaited, so a fan-out cannot pile up unsent messages in memory.
 
 Table writes go the same way (``ChangelogTable``): the value is set in the
-table's store and the key marked; at the end of the event, or every
+table's store and the key marked; at the end of a batch of events, or every
 ``changes_per_flush`` keys, each marked key's latest value is produced once to
 the table's changelog, in the partition of the event that changed it, as faust
-itself would.
+itself would. An agent whose state records what it sent (decide) writes them
+with ``settle``: only after Kafka has acknowledged those messages.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import orjson
 class Sends:
     in_flight: int = 20_000
     bulk_after: int = 64
-    changes_per_flush: int = 1_000
+    changes_per_flush: int = 5_000
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
@@ -79,16 +80,26 @@ class Sends:
     async def end_batch(self) -> None:
         """Everything the events taken so far caused is in the producer now; call before taking more."""
         await self.write_changes()
-        for name, partition in list(self._open):
-            await self._ship(name, partition)
+        await self._ship_open()
         self._sent_in_batch = 0
 
     async def flush(self) -> None:
         """End the batch and wait until Kafka has every message."""
         await self.end_batch()
-        pending, self._pending, self._unacked = self._pending, deque(), 0
-        if pending:
-            await asyncio.gather(*(future for future, _ in pending))
+        await self._acknowledged()
+
+    async def settle(self) -> None:
+        """End the batch with the changed table keys logged only after Kafka has every message sent before.
+
+        A state that records a notification as emitted must never be on Kafka
+        without the notification: after a crash the replayed event would be
+        suppressed as already sent. aiokafka ships one batch per partition per
+        request, so a changelog batch can overtake the notification batches
+        queued before it; only waiting for their acknowledgement orders them.
+        """
+        await self._ship_open()
+        await self._acknowledged()
+        await self.end_batch()
 
     @property
     def changes_due(self) -> bool:
@@ -100,6 +111,15 @@ class Sends:
         for (changelog, key), partition in changed.items():
             table = self._tables[changelog]
             await self.send(changelog, table.encode_key(key), table.encode_value(key), partition)
+
+    async def _ship_open(self) -> None:
+        for name, partition in list(self._open):
+            await self._ship(name, partition)
+
+    async def _acknowledged(self) -> None:
+        pending, self._pending, self._unacked = self._pending, deque(), 0
+        if pending:
+            await asyncio.gather(*(future for future, _ in pending))
 
     async def _ship(self, name: str, partition: int) -> None:
         builder = self._open.pop((name, partition))
