@@ -54,7 +54,6 @@ channels = channels_from_env(settings)
 dispatcher = Dispatcher(channels, attempts=settings.dispatch_attempts)
 # How long a window waits to fill: short, a lone notification should not wait for company.
 WINDOW_WAIT = 0.05
-SWEEP_EVERY = 600.0  # seconds between looks for marks past their retention
 IN_FLIGHT = "in flight when a dispatcher stopped"
 
 
@@ -108,7 +107,6 @@ class GuardedSends:
     def __init__(self) -> None:
         self.sends = Sends(app)
         self.ledger = SendLedger(ChangelogTable(dispatched_table, self.sends), retention=settings.sent_retention)
-        self._swept = time.monotonic()
 
     def sent_before(self, notification: dict[str, Any], mark: Mark | None, *, parked_counts: bool = True) -> bool:
         """This id was sent already (or parked, and the retry round owns it): count it and let it be."""
@@ -139,16 +137,10 @@ class GuardedSends:
         for item, outcome in zip(items, outcomes):
             self.sends.partition = item.partition
             self.ledger.done(item.notification["id"], item.partition, outcome.delivery["status"])
-        self._sweep()
-        await self.sends.flush()  # before take_events acks the window
-
-    def _sweep(self) -> None:
-        if time.monotonic() - self._swept < SWEEP_EVERY:
-            return
-        self._swept = time.monotonic()
         for key, partition in self.ledger.expired():
             self.sends.partition = partition
             self.ledger.forget(key)
+        await self.sends.flush()  # before take_events acks the window
 
 
 @app.agent(notifications_topic, concurrency=1)

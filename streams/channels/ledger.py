@@ -14,7 +14,9 @@ with the same id. The ledger turns that into at most one send:
   has the message (``Channel.find_sent``) before anything is sent.
 
 Marks are kept for ``retention`` seconds, long enough for any redelivery and
-re-decision; ``expired`` names the ones to forget. The mapping is the
+re-decision; ``expired`` names the ones to forget, looking at ``sweep_chunk``
+marks per call so that a pass over millions of them never holds up the
+dispatcher for long; a pass starts at most every ``sweep_every`` seconds. The mapping is the
 ``dispatched`` table; here it is any mapping, so the rules are tested without a broker.
 """
 
@@ -44,9 +46,14 @@ class Mark:
 
 
 class SendLedger:
+    sweep_every: float = 600.0
+    sweep_chunk: int = 5_000  # about 5 ms of decoding
+
     def __init__(self, marks: MutableMapping[str, bytes], *, retention: float = 2 * 86_400.0):
         self.marks = marks
         self.retention = retention
+        self._unchecked: list[str] = []  # what is left of the current pass
+        self._pass_started = float("-inf")  # time.monotonic()
 
     def get(self, notification_id: str) -> Mark | None:
         raw = self.marks.get(notification_id)
@@ -59,10 +66,20 @@ class SendLedger:
         self._put(notification_id, Mark(DONE, round(time.time(), 3), partition, status=status))
 
     def expired(self, now: float | None = None) -> list[tuple[str, int]]:
-        """(notification id, partition) of every mark older than the retention."""
+        """(notification id, partition) of the marks older than the retention in the next chunk of the pass."""
+        if not self._unchecked:
+            if time.monotonic() - self._pass_started < self.sweep_every:
+                return []
+            self._pass_started = time.monotonic()
+            self._unchecked = list(self.marks)
         before = (now if now is not None else time.time()) - self.retention
-        return [(key, mark.partition) for key in list(self.marks)
-                if (mark := self.get(key)) is not None and mark.at < before]
+        found = []
+        for _ in range(min(self.sweep_chunk, len(self._unchecked))):
+            key = self._unchecked.pop()
+            mark = self.get(key)
+            if mark is not None and mark.at < before:
+                found.append((key, mark.partition))
+        return found
 
     def forget(self, notification_id: str) -> None:
         self.marks.pop(notification_id, None)
