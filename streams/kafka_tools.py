@@ -22,6 +22,7 @@ from rich.progress import Progress
 from streams.customer_files import read_customer_rows, upsert_event
 
 API_VERSION = (2, 5, 0)
+WHOLE_BATCH = 1_000_000  # records: more than a 1 MB record batch can hold
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
@@ -43,7 +44,9 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
 
     The embedded broker (Tansu 0.6) answers a ListOffsets with the last batch's
     first offset + 1, so after a batch of five it says 1 where Kafka says 5.
-    Fetching from there returns that whole batch, whose last offset is the truth.
+    Fetching from there returns that whole batch, whose last offset is the truth
+    (asked for in one poll: by default kafka-python hands out 500 records a poll,
+    and the worker's batches hold thousands).
     """
     reported = consumer.end_offsets(partitions)
     own_probe = probe is None
@@ -58,7 +61,7 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
                 probe.seek(tp, reported[tp] - 1)
             deadline = time.monotonic() + 2.0
             while waiting and time.monotonic() < deadline:
-                for tp, messages in probe.poll(timeout_ms=100).items():
+                for tp, messages in probe.poll(timeout_ms=100, max_records=WHOLE_BATCH).items():
                     truth[tp] = max(truth[tp], messages[-1].offset + 1)
                     if tp in waiting:
                         waiting.remove(tp)

@@ -25,16 +25,21 @@ from tests.faults.test_crashes import OUTAGE_AREAS_FROM, PER_AREA, RULES, row, w
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 
-def decided(bootstrap: str, settings) -> int:
-    """About how many outcomes the decide agent has produced (Tansu's ListOffsets lags by a batch: enough to time
-    a kill). A fan-out decided again after a restart adds one per recipient too, notified or suppressed."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for topic in (settings.topics.notifications, settings.topics.suppressed)
-                      for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
+class Progress:
+    """About how many outcomes the decide agent has produced, notified or suppressed (a fan-out decided again
+    after a restart adds one per recipient too). Tansu's ListOffsets lags by a batch: enough to time a kill."""
+
+    def __init__(self, bootstrap: str, settings):
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+        self.partitions = [TopicPartition(topic, p)
+                           for topic in (settings.topics.notifications, settings.topics.suppressed)
+                           for p in self.consumer.partitions_for_topic(topic) or ()]
+
+    def decided(self) -> int:
+        return sum(self.consumer.end_offsets(self.partitions).values())
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def recorded_ids(bootstrap: str, changelog: str) -> set[str]:
@@ -61,12 +66,11 @@ def test_a_killed_fanout_never_leaves_a_state_ahead_of_its_notifications(broker,
     produce_json(broker.bootstrap, settings.topics.outages, [("OUT-S", event(
         "out-s", "outage.started", {"outage_id": "OUT-S", "service": "internet", "areas": areas}))])
     notifications, changelog = settings.topics.notifications, f"{start_worker.app_id}-states-changelog"
-    checked = []
+    checked, progress = [], Progress(broker.bootstrap, settings)
     for _ in range(kills):
         # Somewhere in deciding the fan-out (again), mostly after some states were logged.
-        threshold = decided(broker.bootstrap, settings) + rng.uniform(0.3, 0.8) * recipients
-        assert wait_until(lambda: decided(broker.bootstrap, settings) >= threshold, 120, 0.02), \
-            worker.log()[-3000:]
+        threshold = progress.decided() + rng.uniform(0.3, 0.8) * recipients
+        assert wait_until(lambda: progress.decided() >= threshold, 120, 0.005), worker.log()[-3000:]
         worker.kill()
         time.sleep(1)  # a produce request already on its way is still written after the kill
         recorded = recorded_ids(broker.bootstrap, changelog)
@@ -75,6 +79,7 @@ def test_a_killed_fanout_never_leaves_a_state_ahead_of_its_notifications(broker,
         assert recorded <= on_kafka, (f"{len(recorded - on_kafka)} notifications recorded in the state "
                                       f"but not on {notifications}", checked)
         worker = start_worker(**env)
+    progress.close()
     wanted = {f"+3161{n:07d}" for n in range(recipients)}
     finished = wait_until(lambda: wanted <= {orjson.loads(m.value)["to"] for m in read_topic(
         broker.bootstrap, notifications, timeout=60)}, 240, 2.0)
