@@ -92,6 +92,29 @@ def account(imitation, expected: Expected) -> dict[str, int]:
     return figures
 
 
+def fate(bootstrap: str, settings, phones: set[str]) -> dict[str, list[str]]:
+    """What the pipeline's topics say about each of ``phones``: for telling how a message was lost."""
+    said: dict[str, list[str]] = {phone: [] for phone in phones}
+    ids: dict[str, str] = {}
+    for message in read_topic(bootstrap, settings.topics.notifications, timeout=60):
+        notification = orjson.loads(message.value)
+        if notification["to"] in said:
+            ids[notification["id"]] = notification["to"]
+            said[notification["to"]].append(f"notification {notification['id'][:12]} p{message.partition}")
+    customers = {f"C{int(phone[5:]):06d}": phone for phone in phones}
+    for message in read_topic(bootstrap, settings.topics.suppressed, timeout=60):
+        outcome = orjson.loads(message.value)
+        if outcome.get("customer_id") in customers:
+            said[customers[outcome["customer_id"]]].append(f"suppressed {outcome['reason']}: {outcome.get('detail')}")
+    for topic in (settings.topics.deliveries, settings.topics.retry, settings.topics.deadletter):
+        for message in read_topic(bootstrap, topic, timeout=60):
+            text = message.value.decode(errors="replace")
+            for notification_id, phone in ids.items():
+                if notification_id in text:
+                    said[phone].append(f"{topic}: {text[:300]}")
+    return said
+
+
 def wait_until(check, timeout: float, step: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while not check():
@@ -189,7 +212,9 @@ def test_sigkill_during_a_fanout_and_carts_loses_and_doubles_nothing(broker, set
         figures = account(fake, pipeline.expected)
         report("sigkill", seed=seed, recipients=size.recipients, carts=size.carts, kills=len(kills),
                accepted_at_kills=kills, seconds=round(time.monotonic() - started, 1), **figures)
-        assert finished, (figures, worker.log()[-3000:])
+        lost = pipeline.expected.sms - {a.to for a in fake.accepted_by(TWILIO)}
+        assert finished, (figures, fate(broker.bootstrap, pipeline.settings, lost), fake.summary(),
+                          worker.log()[-3000:])
         assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
                            "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}, seed
         assert "Traceback" not in worker.log()
@@ -219,7 +244,9 @@ def test_two_workers_one_killed_and_rejoining_lose_and_double_nothing(broker, se
         figures = account(fake, pipeline.expected)
         report("rebalance", recipients=size.recipients, carts=size.carts, killed_at=killed_at,
                rejoined_at=rejoined_at, seconds=round(time.monotonic() - started, 1), **figures)
-        assert finished, (figures, first.log()[-3000:])
+        lost = pipeline.expected.sms - {a.to for a in fake.accepted_by(TWILIO)}
+        assert finished, (figures, fate(broker.bootstrap, pipeline.settings, lost), fake.summary(),
+                          first.log()[-3000:])
         assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
                            "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}
         assert first.running and second.running

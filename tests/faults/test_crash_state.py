@@ -1,11 +1,14 @@
-"""A crash in the middle of a fan-out leaves no state that claims a message which is not on Kafka.
+"""What a crash leaves on Kafka: enough to carry on with nothing lost.
 
-The decide agent records each notification id it emits in the customer's state
-(``states`` changelog), and a re-delivered event whose id is recorded is
-suppressed as a duplicate. If that record reached Kafka before the notification
-did, a SIGKILL between the two would lose the message for good: the replay
-says "already sent". So after each kill, read both topics as the broker holds
-them and check that every recorded id is on ``notifications``.
+- The decide agent records each notification id it emits in the customer's
+  state (``states`` changelog), and a re-delivered event whose id is recorded
+  is suppressed as a duplicate. If that record reached Kafka before the
+  notification did, a SIGKILL between the two would lose the message for good:
+  the replay says "already sent". So after each kill, read both topics as the
+  broker holds them and check that every recorded id is on ``notifications``.
+- A restarted worker rebuilds its tables from the changelogs, to their real
+  end: a customer missing from the directory after a restart is a customer an
+  outage notice never reaches.
 """
 
 from __future__ import annotations
@@ -87,3 +90,29 @@ def test_a_killed_fanout_never_leaves_a_state_ahead_of_its_notifications(broker,
     assert finished, worker.log()[-3000:]
     assert any(recorded and on_kafka < recipients for recorded, on_kafka in checked), \
         "no kill came in the middle of a fan-out with states already logged: the check proved nothing"
+
+
+def test_a_restarted_worker_knows_every_customer_loaded_before_the_kill(broker, settings, start_worker, tmp_path):
+    recipients = 4_000  # about 1,000 a partition: changelog batches larger than one kafka-python poll
+    areas = [str(OUTAGE_AREAS_FROM + a) for a in range(recipients // PER_AREA)]
+    customers = write_customer_csv(tmp_path / "customers.csv",
+                                   [row(n, f"{areas[n % len(areas)]}AB", sms=True) for n in range(recipients)])
+    env = {"FOREWARN_RULES": str(write(tmp_path / "rules.yaml", RULES)), "FOREWARN_CLOCK": "wall",
+           "FOREWARN_SMS_RATE": "100000"}
+    worker = start_worker(**env)
+    load_customers(broker.bootstrap, settings.topics.customers, customers)
+    assert wait_drained(broker.bootstrap, start_worker.app_id, settings.topics.source(), 180,
+                        alive=lambda: worker.running), worker.log()[-3000:]
+    time.sleep(1)  # the last changelog records on their way
+    worker.kill()
+    worker = start_worker(**env)
+    produce_json(broker.bootstrap, settings.topics.outages, [("OUT-R", event(
+        "out-r", "outage.started", {"outage_id": "OUT-R", "service": "internet", "areas": areas}))])
+    wanted = {f"+3161{n:07d}" for n in range(recipients)}
+    told: set[str] = set()
+
+    def all_told() -> bool:
+        told.update(orjson.loads(m.value)["to"] for m in read_topic(broker.bootstrap, settings.topics.notifications))
+        return wanted <= told
+
+    assert wait_until(all_told, 120, 2.0), (f"{len(wanted - told)} customers not told", worker.log()[-3000:])
