@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
-from streams.kafka_tools import API_VERSION, end_offsets, ensure_topics, producer, read_topic
+from streams.kafka_tools import API_VERSION, end_offsets, ensure_topics, lag, producer, read_topic
 
 pytestmark = pytest.mark.broker
 
 
-def test_the_end_of_a_partition_whose_last_batch_holds_more_records_than_one_poll_returns(broker):
-    ensure_topics(broker.bootstrap, ["big-batches"], 1)
-    with_producer = producer(broker.bootstrap, batch_size=1_000_000, linger_ms=500)
-    for n in range(3_000):  # one record batch: kafka-python's poll hands out 500 records at a time
-        with_producer.send("big-batches", key=b"k", value=b"%d" % n, partition=0)
+def one_big_batch(bootstrap: str, topic: str, count: int) -> None:
+    ensure_topics(bootstrap, [topic], 1)
+    with_producer = producer(bootstrap, batch_size=1_000_000, linger_ms=500)
+    for n in range(count):
+        with_producer.send(topic, key=b"k", value=b"%d" % n, partition=0)
     with_producer.flush()
     with_producer.close()
+
+
+def test_the_end_of_a_partition_whose_last_batch_holds_more_records_than_one_poll_returns(broker):
+    one_big_batch(broker.bootstrap, "big-batches", 3_000)  # kafka-python's poll hands out 500 records at a time
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, api_version=API_VERSION, enable_auto_commit=False)
     try:
         tp = TopicPartition("big-batches", 0)
@@ -24,3 +29,15 @@ def test_the_end_of_a_partition_whose_last_batch_holds_more_records_than_one_pol
     finally:
         consumer.close()
     assert [m.value for m in read_topic(broker.bootstrap, "big-batches")] == [b"%d" % n for n in range(3_000)]
+
+
+def test_the_lag_of_a_group_counts_to_the_end_of_a_big_last_batch(broker):
+    """What the tests wait on before the next step: a short count let an outage overtake customers being loaded."""
+    one_big_batch(broker.bootstrap, "big-lag", 3_000)
+    group = KafkaConsumer(bootstrap_servers=broker.bootstrap, api_version=API_VERSION, group_id="lagging",
+                          enable_auto_commit=False)
+    try:
+        group.commit({TopicPartition("big-lag", 0): OffsetAndMetadata(600, "", -1)})
+    finally:
+        group.close()
+    assert lag(broker.bootstrap, "lagging", ["big-lag"]) == 2_400
