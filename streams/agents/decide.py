@@ -153,7 +153,12 @@ async def decide_one(event) -> None:
         await emit(decider.fall_back(payload, now))
         kind = "fallback"
     else:
-        if settings.clock == "event":
+        if settings.clock == "event" and payload["type"].startswith("customer."):
+            # A customer file carries the time it was loaded, not the story's time: moving the clock,
+            # it would fire pending messages before the events that cancel them are read.
+            clock["last_event"] = time.monotonic()
+            now = clock["watermark"] or event_time(payload)
+        elif settings.clock == "event":
             clock["last_event"] = time.monotonic()
             now = max(clock["watermark"] or event_time(payload), event_time(payload))
             clock["watermark"] = now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import datetime, timezone
 from urllib.request import urlopen
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from streams.core.config import load_config
+from streams.customer_files import read_customer_rows, upsert_event
 from streams.kafka_tools import load_customers, produce_json, read_topic, replay_in_order, wait_drained
 from streams.settings import ROOT
 from streams.simulate import simulate
@@ -44,6 +46,10 @@ def comparable(notification: dict) -> tuple:
 def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, settings, start_worker, tmp_path):
     worker = start_worker()
     load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
+    # A customer updated long after the demo's day: customer data must not move the worker's event clock.
+    _, first, _ = next(read_customer_rows(DEMO / "customers.jsonl"))
+    produce_json(broker.bootstrap, settings.topics.customers, [(first["customer_id"], upsert_event(
+        first, at=datetime(2099, 1, 1, tzinfo=timezone.utc)))])
     drain(broker, settings, start_worker.app_id, worker)
     replay(broker.bootstrap, settings, DEMO.joinpath("events.jsonl").read_bytes().splitlines())
     drain(broker, settings, start_worker.app_id, worker)
