@@ -24,6 +24,7 @@ from aiokafka.record._crecords import default_records as aiokafka_default_record
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams import collector, metrics, privacy
+from streams.offsets import CommitGuard
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         never = [tp for tp, offset in committed.items() if not offset]
         if never:
             await consumer.seek_to_beginning(*never)  # consumer_auto_offset_reset="earliest"
+            for tp in never:
+                commit_guard.first_offsets[(tp.topic, tp.partition)] = await consumer.position(tp)
         return committed
 
     async def _highwaters(self, partitions):
@@ -94,6 +97,23 @@ async def true_ends(reported):
 
 aiokafka_driver.Consumer._new_consumer_thread = (
     lambda self: _ConsumerThread(self, loop=self.loop, beacon=self.beacon))
+
+commit_guard = CommitGuard()
+_faust_new_offset = aiokafka_driver.Consumer._new_offset
+
+
+def _new_offset_past_processed_only(self, tp):
+    may_commit, reread_from = commit_guard.check((tp.topic, tp.partition), self._acked[tp],
+                                                 self._committed_offset[tp], self._gap[tp].overlaps,
+                                                 time.monotonic())
+    if reread_from is not None:
+        log.warning("%s partition %d: offset %d was never processed; reading the partition again from there",
+                    tp.topic, tp.partition, reread_from)
+        asyncio.ensure_future(self.seek(tp, reread_from))
+    return _faust_new_offset(self, tp) if may_commit else None
+
+
+aiokafka_driver.Consumer._new_offset = _new_offset_past_processed_only  # see streams.offsets
 
 
 def _fast_lz4(payload) -> bytes:

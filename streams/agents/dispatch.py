@@ -89,6 +89,16 @@ async def record(sends: Sends, outcome: Outcome) -> None:
                              partition=owner_partition(extra["customer_id"], settings.partitions))
 
 
+def watch_offsets(seen: dict[int, int], event) -> None:
+    """Warn when the consumer hands over an offset past the next one: the ones between were never seen here."""
+    partition, offset = event.message.partition, event.message.offset
+    last = seen.get(partition)
+    if last is not None and offset > last + 1:
+        log.warning("notifications partition %d: offsets %d to %d never reached the dispatcher",
+                    partition, last + 1, offset - 1)
+    seen[partition] = offset
+
+
 @dataclass
 class Item:
     """A notification to send, from partition ``partition`` of its topic."""
@@ -157,10 +167,12 @@ async def dispatch(stream):
             await guarded.sends.send(retry_topic, outcome.notification["id"].encode(), orjson.dumps(parked),
                                      partition=item.partition)
 
+    seen: dict[int, int] = {}
     async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
         owned_share()
         items, taken = [], set()
         for event in events:
+            watch_offsets(seen, event)
             notification = parse(event)
             if notification is None:
                 await dead(guarded.sends, event,

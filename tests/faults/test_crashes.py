@@ -100,7 +100,8 @@ def fate(bootstrap: str, settings, phones: set[str]) -> dict[str, list[str]]:
         notification = orjson.loads(message.value)
         if notification["to"] in said:
             ids[notification["id"]] = notification["to"]
-            said[notification["to"]].append(f"notification {notification['id'][:12]} p{message.partition}")
+            said[notification["to"]].append(
+                f"notification {notification['id'][:12]} p{message.partition} offset {message.offset}")
     customers = {f"C{int(phone[5:]):06d}": phone for phone in phones}
     for message in read_topic(bootstrap, settings.topics.suppressed, timeout=60):
         outcome = orjson.loads(message.value)
