@@ -153,17 +153,17 @@ async def decide_one(event) -> None:
         await emit(decider.fall_back(payload, now))
         kind = "fallback"
     else:
-        if settings.clock == "event" and payload["type"].startswith("customer."):
-            # A customer file carries the time it was loaded, not the story's time: moving the clock,
-            # it would fire pending messages before the events that cancel them are read.
+        if settings.clock == "event":
             clock["last_event"] = time.monotonic()
-            now = clock["watermark"] or event_time(payload)
-        elif settings.clock == "event":
-            clock["last_event"] = time.monotonic()
-            now = max(clock["watermark"] or event_time(payload), event_time(payload))
-            clock["watermark"] = now
-            late = now - timedelta(seconds=settings.event_lateness)
-            await emit(decider.fire_due(late, owned_by({partition})))
+            if payload["type"].startswith("customer."):
+                # A customer file carries the time it was loaded, not the story's time: moving the clock,
+                # it would fire pending messages before the events that cancel them are read.
+                now = clock["watermark"] or event_time(payload)
+            else:
+                now = max(clock["watermark"] or event_time(payload), event_time(payload))
+                clock["watermark"] = now
+                late = now - timedelta(seconds=settings.event_lateness)
+                await emit(decider.fire_due(late, owned_by({partition})))
         else:
             now = datetime.now(timezone.utc)
         if payload["type"] == "outage.started":
