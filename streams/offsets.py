@@ -9,13 +9,22 @@ that was never processed is then committed past and never read again: the
 SIGKILL fault test lost single notifications that way.
 
 ``CommitGuard`` holds the commit while the head is unacknowledged and, if that
-lasts, names the offset to read the partition again from. Plain logic; the
-wiring into faust is in ``streams.app``.
+lasts, names the offset to read the partition again from.
+
+What left heads unprocessed: faust seeks a partition (after table recovery,
+with the stream partitions already fetching) while the records of an earlier
+fetch are still being handed on. Those stale records move faust's read offset
+past messages it never handed on, so the copies the seek reads again are
+dropped as already read, or they open a false "gap" that faust then commits
+past as if the broker had nothing there. ``ReadFence`` holds back records that
+a seek made stale: the seek reads them again.
+
+Plain logic; the wiring into faust is in ``streams.consumer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 Partition = tuple[str, int]  # (topic, partition)
 
@@ -26,6 +35,10 @@ class CommitGuard:
     def __init__(self) -> None:
         self.first_offsets: dict[Partition, int] = {}  # where a partition with no commit was started
         self._holding: dict[Partition, tuple[int, float]] = {}  # partition -> (head, held since)
+        self._absent: dict[Partition, range] = {}  # offsets a read from a seek showed the broker has nothing at
+
+    def absent(self, partition: Partition, offsets: range) -> None:
+        self._absent[partition] = offsets
 
     def check(self, partition: Partition, acked: Collection[int], committed: int | None,
               skipped: Callable[[int], bool], now: float) -> tuple[bool, int | None]:
@@ -34,7 +47,7 @@ class CommitGuard:
         ``skipped(offset)``: the broker has no message there (faust's gaps, e.g. compaction).
         """
         head = committed if committed is not None else self.first_offsets.get(partition)
-        if not acked or head is None or min(acked) <= head or skipped(head):
+        if not acked or head is None or min(acked) <= head or skipped(head) or head in self._absent.get(partition, ()):
             self._holding.pop(partition, None)
             return True, None
         held = self._holding.get(partition)
@@ -45,3 +58,59 @@ class CommitGuard:
             del self._holding[partition]
             return False, head
         return False, None
+
+
+class ReadFence:
+    """Hand on a fetched record only if no seek since its fetch has made it stale.
+
+    ``batch()`` is called before each fetch and its token passed to ``admit``
+    with every record of that fetch; ``seek_started`` / ``seek_done`` bracket
+    every seek of a stream partition. A record past the offset expected next
+    is held back when a seek came during or after its fetch: the seek reads it
+    again. Without a seek it is a real gap (compaction, transaction markers),
+    and after a seek the guard is told the offsets before it hold nothing.
+    """
+
+    def __init__(self, guard: CommitGuard) -> None:
+        self.guard = guard
+        self._expected: dict[Partition, int] = {}  # offset of the next record to hand on
+        self._just_sought: set[Partition] = set()  # nothing handed on since the seek
+        self._seeks = 0
+        self._seeking = 0
+
+    def batch(self) -> int:
+        return -1 if self._seeking else self._seeks
+
+    def seek_started(self) -> None:
+        self._seeking += 1
+        self._seeks += 1
+
+    def seek_done(self, positions: Mapping[Partition, int | None]) -> None:
+        """``positions``: where the seek left each partition it moved (None: not known)."""
+        self._seeking = max(0, self._seeking - 1)
+        self._seeks += 1
+        for partition, offset in positions.items():
+            if offset is None:
+                self._expected.pop(partition, None)
+                self._just_sought.discard(partition)
+            else:
+                self._expected[partition] = offset
+                self._just_sought.add(partition)
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        for partition in partitions:
+            self._expected.pop(partition, None)
+            self._just_sought.discard(partition)
+
+    def admit(self, token: int, partition: Partition, offset: int) -> bool:
+        expected = self._expected.get(partition)
+        if expected is not None and offset < expected:
+            return True  # read before; faust's read offset decides
+        if expected is not None and offset > expected:
+            if token != self._seeks:
+                return False
+            if partition in self._just_sought:
+                self.guard.absent(partition, range(expected, offset))
+        self._expected[partition] = offset + 1
+        self._just_sought.discard(partition)
+        return True

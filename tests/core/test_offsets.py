@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.offsets import CommitGuard
+from streams.offsets import CommitGuard, ReadFence
 
 P = ("notifications", 1)
 
@@ -41,3 +41,54 @@ def test_a_head_left_unprocessed_is_read_again_after_a_while_and_then_held_anew(
     assert guard.check(P, [41, 42], 40, never, 105.0) == (False, None)
     assert guard.check(P, [41, 42], 40, never, 110.5) == (False, 40)
     assert guard.check(P, [41, 42], 40, never, 111.0) == (False, None)  # a new wait after the re-read
+
+
+def test_a_record_a_seek_made_stale_is_held_back_and_the_seek_reads_it_again():
+    fence = ReadFence(CommitGuard())
+    token = fence.batch()
+    assert [fence.admit(token, P, offset) for offset in (175, 176)] == [True, True]
+    fence.seek_started()  # faust seeks to the committed offset while 177 and 178 are still being handed on
+    fence.seek_done({P: 0})
+    assert fence.admit(token, P, 177) is False  # handing it on would move faust's read offset past 0..176
+    assert fence.admit(token, P, 178) is False
+    again = fence.batch()
+    assert [fence.admit(again, P, offset) for offset in (0, 1, 2)] == [True, True, True]
+
+
+def test_a_fetch_that_began_during_a_seek_is_trusted_only_in_sequence():
+    fence = ReadFence(CommitGuard())
+    fence.seek_started()
+    token = fence.batch()
+    fence.seek_done({P: 40})
+    assert fence.admit(token, P, 40) is True
+    assert fence.admit(token, P, 41) is True
+    assert fence.admit(token, P, 60) is False
+
+
+def test_a_jump_without_a_seek_is_a_real_gap_and_is_handed_on():
+    fence = ReadFence(CommitGuard())
+    token = fence.batch()
+    assert fence.admit(token, P, 10) is True
+    assert fence.admit(token, P, 12) is True  # 11: a transaction marker, say
+    assert fence.admit(token, P, 13) is True
+
+
+def test_what_a_read_from_a_seek_shows_missing_no_longer_holds_a_commit():
+    guard = CommitGuard()
+    fence = ReadFence(guard)
+    assert guard.check(P, [41, 42], 40, never, 0.0) == (False, None)
+    fence.seek_started()
+    fence.seek_done({P: 40})
+    assert fence.admit(fence.batch(), P, 41) is True  # the broker has nothing at 40
+    assert guard.check(P, [41, 42], 40, never, 1.0) == (True, None)
+
+
+def test_records_read_before_are_left_to_faust_and_a_revoked_partition_starts_afresh():
+    fence = ReadFence(CommitGuard())
+    token = fence.batch()
+    assert fence.admit(token, P, 5) is True
+    assert fence.admit(token, P, 3) is True
+    fence.seek_started()
+    fence.seek_done({P: 6})
+    fence.forget([P])
+    assert fence.admit(token, P, 90) is True
