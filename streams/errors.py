@@ -5,7 +5,8 @@
     │   ├── RulesError          rules.yaml does not hold up
     │   └── TemplateError       a template is missing, broken, unsafe or fails to render
     ├── EventError              an incoming event is not JSON or breaks its schema
-    ├── BrokerError             the embedded broker would not start or answer
+    ├── BrokerError             the embedded broker would not start or answer,
+    │                           or a tool's messages were not all delivered
     └── ChannelError            a channel could not hand a message over
         ├── ChannelRejected     permanent: invalid number, unsubscribed; do not retry
         └── ChannelUnavailable  transient: retry later (``retry_after`` seconds, if known)
@@ -60,7 +61,7 @@ class EventError(ForewarnError):
 
 
 class BrokerError(ForewarnError):
-    """The embedded broker did not start or does not answer."""
+    """The embedded broker did not start or does not answer, or messages given to Kafka were not delivered."""
 
 
 class ChannelError(ForewarnError):

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streams.customer_files import read_customer_rows, upsert_event
+from streams.errors import BrokerError
 
 API_VERSION = (2, 5, 0)
 WHOLE_BATCH = 1_000_000  # records: more than a 1 MB record batch can hold
@@ -74,8 +75,37 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
             probe.assign([])
 
 
-def producer(bootstrap: str, **options: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, **{"acks": "all", "linger_ms": 5, **options})
+class CheckedProducer(KafkaProducer):
+    """A KafkaProducer that does not fail quietly: ``flush`` raises if any message sent could not be delivered.
+
+    kafka-python reports a failed delivery only on the message's future, and
+    the tools do not keep a future per message (a million-customer file).
+    """
+
+    def __init__(self, **configs: Any) -> None:
+        super().__init__(**configs)
+        self.undelivered = 0
+        self.first_failure: BaseException | None = None
+
+    def send(self, *args: Any, **kwargs: Any):
+        future = super().send(*args, **kwargs)
+        future.add_errback(self._failed)
+        return future
+
+    def _failed(self, exc: BaseException) -> None:
+        self.undelivered += 1
+        self.first_failure = self.first_failure or exc
+
+    def flush(self, timeout: float | None = None) -> None:
+        super().flush(timeout)
+        if self.undelivered:
+            raise BrokerError(f"{self.undelivered} messages were not delivered to Kafka; the first: "
+                              f"{self.first_failure!r}")
+
+
+def producer(bootstrap: str, **options: Any) -> CheckedProducer:
+    return CheckedProducer(bootstrap_servers=bootstrap, api_version=API_VERSION,
+                           **{"acks": "all", "linger_ms": 5, **options})
 
 
 def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> int:

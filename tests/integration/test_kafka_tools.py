@@ -41,3 +41,22 @@ def test_the_lag_of_a_group_counts_to_the_end_of_a_big_last_batch(broker):
     finally:
         group.close()
     assert lag(broker.bootstrap, "lagging", ["big-lag"]) == 2_400
+
+
+def test_a_producer_whose_messages_were_not_delivered_says_so_when_flushed():
+    """A tool that produces a file must not report success for messages Kafka never took."""
+    from streams.broker import EmbeddedBroker
+    from streams.errors import BrokerError
+
+    with EmbeddedBroker() as gone:
+        ensure_topics(gone.bootstrap, ["doomed"], 1)
+        sender = producer(gone.bootstrap, linger_ms=200, delivery_timeout_ms=1_500, request_timeout_ms=1_000,
+                          retry_backoff_ms=50)
+        sender.partitions_for("doomed")  # metadata known, so the sends below queue instead of blocking
+        gone.stop()
+        for n in range(3):
+            sender.send("doomed", value=b"%d" % n)
+        with pytest.raises(BrokerError, match="3 messages were not delivered"):
+            sender.flush()
+        sender.undelivered = 0
+        sender.close(timeout=1)
