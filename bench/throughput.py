@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import deciding_worker, workspace  # noqa: E402
+from bench.common import cpu_seconds, deciding_worker, workspace  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.generate import WeekSpec, generate_week  # noqa: E402
 from streams.kafka_tools import ensure_topics, iter_topic, load_customers, producer, wait_drained  # noqa: E402
@@ -233,14 +233,17 @@ def main() -> None:
 
             before, notified_before = decided_count(metrics_url), len(notified)
             phase = restamped(burst_events, "burst", len(week))
+            cpu_before = cpu_seconds(worker.process.pid)
             produced = produce_paced(broker.bootstrap, settings, phase, None)
             done = wait_decided(metrics_url, before + routed(phase, settings.partitions), 600)
+            worker_cpu = cpu_seconds(worker.process.pid) - cpu_before
             elapsed = done - min(produced.values())
             burst_notified = len(notifications_by_event(broker.bootstrap, settings.topics.notifications)) - notified_before
             pipeline_rate = len(phase) / elapsed
             print(f"throughput: {len(phase):,} events as fast as they come, all decided {elapsed:.2f} s after the "
                   f"first was produced: {pipeline_rate:,.0f} events/s, {burst_notified / elapsed:,.0f} "
-                  f"notifications/s through one worker", flush=True)
+                  f"notifications/s through one worker; worker CPU {worker_cpu / len(phase) * 1e6:,.0f} µs an event",
+                  flush=True)
         finally:
             worker.stop()
 

@@ -114,6 +114,8 @@ def _new_offset_past_processed_only(self, tp):
     may_commit, reread_from = commit_guard.check((tp.topic, tp.partition), self._acked[tp],
                                                  self._committed_offset[tp], self._gap[tp].overlaps,
                                                  time.monotonic())
+    if reread_from is not None and any(m.offset == reread_from and m.tp == tp for m in self._unacked_messages):
+        reread_from = None  # the head is with an agent still (a slow provider): it was not passed over
     if reread_from is not None:
         log.warning("%s partition %d: offset %d was never processed; reading the partition again from there",
                     tp.topic, tp.partition, reread_from)
