@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from rich.console import Console
 from rich.progress import Progress
 
@@ -97,7 +97,10 @@ class CheckedProducer(KafkaProducer):
         self.first_failure = self.first_failure or exc
 
     def flush(self, timeout: float | None = None) -> None:
-        super().flush(timeout)
+        try:
+            super().flush(timeout)
+        except KafkaTimeoutError as exc:
+            raise BrokerError(f"messages were not delivered to Kafka within {timeout} s") from exc
         if self.undelivered:
             raise BrokerError(f"{self.undelivered} messages were not delivered to Kafka; the first: "
                               f"{self.first_failure!r}")

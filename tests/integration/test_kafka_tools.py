@@ -56,7 +56,8 @@ def test_a_producer_whose_messages_were_not_delivered_says_so_when_flushed():
         gone.stop()
         for n in range(3):
             sender.send("doomed", value=b"%d" % n)
-        with pytest.raises(BrokerError, match="3 messages were not delivered"):
-            sender.flush()
-        sender.undelivered = 0
-        sender.close(timeout=1)
+        # Either the sends expire and fail, or the flush gives up waiting: never a quiet success.
+        with pytest.raises(BrokerError, match="not delivered"):
+            sender.flush(timeout=10)
+        with pytest.raises(BrokerError):
+            sender.close(timeout=1)
