@@ -91,4 +91,3 @@ from streams.agents import decide, ingest  # noqa: E402,F401  registers the agen
 
 if settings.dispatch:
     from streams.agents import dispatch  # noqa: E402,F401
-

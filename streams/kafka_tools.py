@@ -86,6 +86,7 @@ class CheckedProducer(KafkaProducer):
         super().__init__(**configs)
         self.undelivered = 0
         self.first_failure: BaseException | None = None
+        self._closing = False
 
     def send(self, *args: Any, **kwargs: Any):
         future = super().send(*args, **kwargs)
@@ -100,10 +101,18 @@ class CheckedProducer(KafkaProducer):
         try:
             super().flush(timeout)
         except KafkaTimeoutError as exc:
+            if self._closing:
+                return  # close() goes on to force the sender shut
             raise BrokerError(f"messages were not delivered to Kafka within {timeout} s") from exc
-        if self.undelivered:
+        if self.undelivered and not self._closing:
             raise BrokerError(f"{self.undelivered} messages were not delivered to Kafka; the first: "
                               f"{self.first_failure!r}")
+
+    def close(self, timeout: float | None = None, **options: Any) -> None:
+        # kafka-python's close flushes first; a raise there would leave the sender thread running.
+        # Undelivered messages are reported by the flush every tool calls before it closes.
+        self._closing = True
+        super().close(timeout, **options)
 
 
 def producer(bootstrap: str, **options: Any) -> CheckedProducer:
