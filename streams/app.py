@@ -18,6 +18,7 @@ import logging
 import faust
 
 from streams import collector, consumer, metrics, privacy
+from streams.core.schedule import CatchUp
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -70,7 +71,8 @@ outages_table = app.Table("outages", partitions=settings.partitions)
 states_table = app.Table("states", partitions=settings.partitions)
 # What the dispatcher has sent, by notification id (streams.channels.ledger).
 dispatched_table = app.Table("dispatched", partitions=settings.partitions, value_type=bytes)
-
+# Timers wait until ingest, then decide, have read what their partitions held (streams.core.schedule).
+catch_up = CatchUp([list(settings.topics.source()), [settings.topics.events]])
 
 
 @app.task

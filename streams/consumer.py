@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 commit_guard = CommitGuard()
 read_fence = ReadFence(commit_guard)
+start_offsets: dict[tuple[str, int], int] = {}  # where the last seek to committed left each partition
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -61,6 +62,7 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
                 sought[(tp.topic, tp.partition)] = commit_guard.first_offsets[(tp.topic, tp.partition)] = (
                     await consumer.position(tp))
         self.sought = sought  # where perform_seek left each partition, for the read fence
+        start_offsets.update(sought)
         return committed
 
     async def _highwaters(self, partitions):

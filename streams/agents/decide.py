@@ -18,6 +18,7 @@ decided at its own due time, as the simulator does after its last event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -25,9 +26,9 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from streams import collector
+from streams import collector, consumer
 from streams.agents.sending import ChangelogTable, Sends
-from streams.app import (app, customers_table, decide_input, due_topic, notifications_topic, outages_table,
+from streams.app import (BOOTSTRAP, app, catch_up, customers_table, decide_input, due_topic, notifications_topic, outages_table,
                          settings, states_table, suppressed_topic)
 from streams.core.config import load_config
 from streams.core.decide import Decider, Notification, event_time
@@ -66,10 +67,55 @@ async def rebuild_due_index() -> None:
     decider.rebuild_due_index(owned_by(owned_partitions()))
 
 
+@app.on_partitions_revoked.connect
+async def hold_timers(sender, revoked, **kwargs) -> None:
+    catch_up.reset()
+
+
+async def caught_up() -> bool:
+    """Whether ingest and decide have read what their partitions held since the last rebalance."""
+    if app.rebalancing or not app.consumer.assignment():
+        return False
+    topics = catch_up.wanted()
+    if topics:
+        generation = catch_up.generation
+        partitions = [tp for tp in app.consumer.assignment() if tp.topic in topics]
+        if settings.topics.events in topics:
+            await app.producer.flush()  # what ingest routed is on the broker, inside the end offsets
+        ends = await asyncio.get_running_loop().run_in_executor(None, read_ends, partitions)
+        if catch_up.generation != generation:
+            return False
+        catch_up.targets(ends)
+    committed = dict(consumer.start_offsets)
+    for tp, offset in app.consumer._committed_offset.items():
+        committed[(tp.topic, tp.partition)] = max(offset or 0, committed.get((tp.topic, tp.partition), 0))
+    if catch_up.advance(committed):
+        log.info("caught up with the partitions' events: timers fire")
+        return True
+    return False
+
+
+def read_ends(partitions) -> dict[tuple[str, int], int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.kafka_tools import API_VERSION, end_offsets
+
+    if not partitions:
+        return {}
+    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, api_version=API_VERSION, enable_auto_commit=False)
+    try:
+        ends = end_offsets(reader, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+    finally:
+        reader.close()
+    return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+
 @app.timer(interval=1.0)
 async def fire_due() -> None:
     """Hand what is due to the decide agent through ``forewarn-due``; this timer writes no table."""
     if settings.clock == "wall":
+        if not catch_up.open and not await caught_up():
+            return
         until = datetime.now(timezone.utc)
     elif time.monotonic() - clock["last_event"] >= settings.event_idle:
         until = datetime.max.replace(tzinfo=timezone.utc)  # the replay is over: time runs on
@@ -132,6 +178,7 @@ async def decide(stream):
         with collector.in_progress():  # no full collection in the middle of a fan-out
             for event in events:
                 await decide_one(event)
+                catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
             await sends.settle()
 
 
@@ -142,9 +189,14 @@ async def decide_one(event) -> None:
     topic = event.message.topic
     if topic == settings.topics.due:
         due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
-        now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
-        await emit(decider.fire(due, now))
-        kind = "due"
+        if settings.clock == "wall" and not catch_up.open:
+            # Fired before a rebalance, read after it: back to the index until the events are read.
+            decider.due.schedule(due.customer_id, due.pending_id, due.version, due.moment)
+            kind = "due-held"
+        else:
+            now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)
+            await emit(decider.fire(due, now))
+            kind = "due"
     elif topic == settings.topics.optouts:
         decider.opt_out(payload["customer_id"], payload["channel"])
         kind = "optout"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 
 from streams.agents.sending import Sends
-from streams.app import app, deadletter_topic, events_topic, settings, source_topics
+from streams.app import app, catch_up, deadletter_topic, events_topic, settings, source_topics
 from streams.core.directory import owner_partition
 from streams.errors import EventError
 from streams.events import deadletter_record, parse_event
@@ -37,6 +37,8 @@ async def ingest(stream):
         for event in events:
             await route(sends, event)
         await sends.end_batch()
+        for event in events:
+            catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
 
 
 async def route(sends: Sends, event) -> None:

@@ -97,3 +97,33 @@ def test_pending_messages_survive_sigkill_and_fire_exactly_once(broker, settings
         ("cart-reminder", "C1011", "cancelled"), ("outage-started", "C1006", "cancelled")}
     for n in notifications:  # at or after the due time, never early
         assert datetime.fromisoformat(n["created_at"]) >= produced_wall + timedelta(seconds=WAIT - 1)
+
+
+def test_a_checkout_made_while_the_worker_was_down_cancels_the_reminder_that_fell_due(broker, settings,
+                                                                                     start_worker, tmp_path):
+    """After a restart the recovered timer is overdue, the checkout still waits behind a backlog: it must win."""
+    wait = 3
+    rules = write(tmp_path / "rules.yaml", RULES.replace(f"wait: {WAIT}s", f"wait: {wait}s"))
+    env = {"FOREWARN_RULES": str(rules), "FOREWARN_CLOCK": "wall"}
+    first = start_worker(**env)
+    load_customers(broker.bootstrap, settings.topics.customers, DEMO / "customers.jsonl")
+    source = (*settings.topics.source(), settings.topics.events)
+    assert wait_drained(broker.bootstrap, start_worker.app_id, source, 90, alive=lambda: first.running), first.log()[-2000:]
+    produce_json(broker.bootstrap, settings.topics.carts, [("C1010", cart("k1", "C1010", "CART-A"))])
+    assert wait_drained(broker.bootstrap, start_worker.app_id, source, 30, settle=0.5), first.log()[-2000:]
+    first.kill()  # the reminder is pending in the state table
+
+    backlog = [(f"X{i}", cart(f"x{i}", f"X{i}", f"CART-X{i}")) for i in range(5_000)]  # unknown customers
+    produce_json(broker.bootstrap, settings.topics.carts, [
+        *backlog, ("C1010", event("k2", "cart.checked_out", {"cart_id": "CART-A", "order_id": "ORD-1"}, "C1010"))])
+    time.sleep(wait + 1)
+    second = start_worker(**env)
+    topics = (*source, settings.topics.due, settings.topics.notifications)
+    assert wait_drained(broker.bootstrap, start_worker.app_id, topics, 120, settle=3,
+                        alive=lambda: second.running), second.log()[-2000:]
+    time.sleep(2)  # a due record fired late would be in by now
+    notifications = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, settings.topics.notifications)]
+    assert notifications == [], second.log()[-2000:]
+    outcomes = [orjson.loads(m.value) for m in read_topic(broker.bootstrap, settings.topics.suppressed)]
+    assert ("cart-reminder", "C1010", "cancelled") in {(s["rule"], s["customer_id"], s["reason"]) for s in outcomes}
+    assert "caught up with the partitions' events" in second.log()
