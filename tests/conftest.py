@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +13,11 @@ from streams.events import Schemas
 from streams.kafka_tools import ensure_topics
 from streams.process import WorkerProcess
 from streams.settings import ROOT, Settings
+
+
+# A worker's group join waits about half the session timeout on the embedded broker: 3 s instead of
+# production's 5 for each of the suite's few dozen worker starts. Every worker the tests start inherits it.
+os.environ.setdefault("FOREWARN_SESSION_TIMEOUT", "6")
 
 
 def pytest_addoption(parser) -> None:
