@@ -191,7 +191,7 @@ async def decide_one(event) -> None:
         due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
         if settings.clock == "wall" and not catch_up.open:
             # Fired before a rebalance, read after it: back to the index until the events are read.
-            decider.due.schedule(due.customer_id, due.pending_id, due.version, due.moment)
+            decider.hold(due)
             kind = "due-held"
         else:
             now = due.moment if settings.clock == "event" else datetime.now(timezone.utc)

@@ -285,6 +285,16 @@ class Decider:
                            fallback_from=record["failed_channel"], only=tuple(record.get("fallback", ())))
         yield from self._deliver(trigger, customer, now)
 
+    def hold(self, due: Due) -> None:
+        """A due record that may not fire yet: index its pending entry again, as the state has it now.
+
+        Only if the record is still the entry's current version: a stale one (the trigger came again
+        since) must not replace the newer entry the index holds, which would then never fire.
+        """
+        entry = (self.states.get(due.customer_id) or {}).get("pending", {}).get(due.pending_id)
+        if entry is not None and entry["version"] == due.version:
+            self.due.schedule(due.customer_id, due.pending_id, entry["version"], _at(entry["due"]))
+
     def rebuild_due_index(self, owns=lambda _: True) -> None:
         """After recovery: the pending table is the truth, the index is derived from it."""
         self.due.clear()
