@@ -71,8 +71,9 @@ outages_table = app.Table("outages", partitions=settings.partitions)
 states_table = app.Table("states", partitions=settings.partitions)
 # What the dispatcher has sent, by notification id (streams.channels.ledger).
 dispatched_table = app.Table("dispatched", partitions=settings.partitions, value_type=bytes)
-# Timers wait until ingest, then decide, have read what their partitions held (streams.core.schedule).
-catch_up = CatchUp([list(settings.topics.source()), [settings.topics.events]])
+# Live timers wait until ingest, then decide, have read what their partitions held (streams.core.schedule);
+# in event time the events themselves move the clock, and it is always open.
+catch_up = CatchUp([list(settings.topics.source()), [settings.topics.events]] if settings.clock == "wall" else [])
 
 
 @app.task

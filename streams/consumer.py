@@ -78,9 +78,9 @@ async def true_ends(reported, bootstrap: list[str]):
     Read with kafka-python in a thread: a second aiokafka consumer on the worker's loop stalled the
     worker's own fetching after recovery now and then.
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    from streams.kafka_tools import API_VERSION, end_offsets
+    from streams.kafka_tools import read_end_offsets
 
     if not any(end and end > 0 for end in reported.values()):
         return reported  # empty changelogs: nothing to check, no connection to make
@@ -89,12 +89,7 @@ async def true_ends(reported, bootstrap: list[str]):
         by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
         for attempt in range(1, 4):
             try:
-                consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION,
-                                         enable_auto_commit=False)
-                try:
-                    return {by_name[tp]: end for tp, end in end_offsets(consumer, list(by_name)).items()}
-                finally:
-                    consumer.close()
+                return {by_name[tp]: end for tp, end in read_end_offsets(bootstrap, list(by_name)).items()}
             except Exception as exc:  # noqa: BLE001  any broker trouble: try again, then go on as faust would
                 log.warning("checking changelog end offsets failed (attempt %d of 3): %r", attempt, exc)
                 time.sleep(0.5 * attempt)

@@ -75,6 +75,15 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
             probe.assign([])
 
 
+def read_end_offsets(bootstrap: str | list[str], partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """``end_offsets`` on a consumer of its own, opened and closed here."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+    try:
+        return end_offsets(consumer, partitions)
+    finally:
+        consumer.close()
+
+
 class CheckedProducer(KafkaProducer):
     """A KafkaProducer that does not fail quietly: ``flush`` raises if any message sent could not be delivered.
 

@@ -82,7 +82,11 @@ async def caught_up() -> bool:
         partitions = [tp for tp in app.consumer.assignment() if tp.topic in topics]
         if settings.topics.events in topics:
             await app.producer.flush()  # what ingest routed is on the broker, inside the end offsets
-        ends = await asyncio.get_running_loop().run_in_executor(None, read_ends, partitions)
+        try:
+            ends = await asyncio.get_running_loop().run_in_executor(None, read_ends, partitions)
+        except Exception as exc:  # noqa: BLE001  broker trouble: the timer asks again in a second
+            log.warning("reading end offsets to catch up with failed: %r", exc)
+            return False
         if catch_up.generation != generation:
             return False
         catch_up.targets(ends)
@@ -96,17 +100,13 @@ async def caught_up() -> bool:
 
 
 def read_ends(partitions) -> dict[tuple[str, int], int]:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    from streams.kafka_tools import API_VERSION, end_offsets
+    from streams.kafka_tools import read_end_offsets
 
     if not partitions:
         return {}
-    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, api_version=API_VERSION, enable_auto_commit=False)
-    try:
-        ends = end_offsets(reader, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
-    finally:
-        reader.close()
+    ends = read_end_offsets(BOOTSTRAP, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
     return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
@@ -178,7 +178,8 @@ async def decide(stream):
         with collector.in_progress():  # no full collection in the middle of a fan-out
             for event in events:
                 await decide_one(event)
-                catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
+                if not catch_up.open:
+                    catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
             await sends.settle()
 
 
@@ -189,7 +190,7 @@ async def decide_one(event) -> None:
     topic = event.message.topic
     if topic == settings.topics.due:
         due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
-        if settings.clock == "wall" and not catch_up.open:
+        if not catch_up.open:
             # Fired before a rebalance, read after it: back to the index until the events are read.
             decider.hold(due)
             kind = "due-held"

@@ -37,8 +37,9 @@ async def ingest(stream):
         for event in events:
             await route(sends, event)
         await sends.end_batch()
-        for event in events:
-            catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
+        if not catch_up.open:
+            for event in events:
+                catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
 
 
 async def route(sends: Sends, event) -> None:

@@ -59,3 +59,10 @@ def test_an_offset_read_again_does_not_lower_what_was_read():
     catch_up.targets({SOURCE: 10})
     catch_up.advance({})
     assert catch_up.wanted() == ["forewarn-events"]
+
+
+def test_with_no_stages_it_is_open_and_stays_open():
+    catch_up = CatchUp([])  # event time: the events move the clock themselves
+    assert catch_up.open and catch_up.wanted() == []
+    catch_up.reset()
+    assert catch_up.open
