@@ -300,7 +300,7 @@ def test_provider_outage_then_429_bursts_then_timeouts_lose_and_double_nothing(b
 
 
 def test_a_slow_provider_pauses_consumption_and_memory_stays_bounded(broker, settings, start_worker, long_run):
-    count, rate, watch = (100_000, 50, 60.0) if long_run else (20_000, 50, 20.0)
+    count, rate, watch = (100_000, 50, 60.0) if long_run else (20_000, 50, 12.0)
     with LocalProviders(settings, broker.bootstrap, sms_rate=rate, post_callbacks=False) as local:
         worker = start_worker(**local.env, FOREWARN_SMS_RATE=str(rate))
         assert wait_until(lambda: "]: Ready" in worker.log(), 90)
