@@ -7,8 +7,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.process import WorkerProcess
+from streams.kafka.embedded import EmbeddedBroker, free_port
+from streams.tools.worker_process import WorkerProcess
 
 
 def workspace(prefix: str, rules: str) -> tuple[Path, Path]:

@@ -1,7 +1,7 @@
 """Dispatch throughput against a rate limit: 20,000 messages through the real SDKs (target ratio 0.95-1.0, no 429).
 
 The provider imitation runs in its own process, limiting each account to the
-configured rate as a provider would. The dispatcher (the code the dispatch
+configured rate as a provider would. The courier (the code the dispatch
 agent runs, window after window) sends half the messages as SMS through the
 twilio SDK, then half as email through the sendgrid SDK, each account
 configured at ``--rate``. The rate is measured at the imitation: messages
@@ -25,7 +25,7 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.channels.dispatcher import Dispatcher  # noqa: E402
+from streams.channels.courier import Courier  # noqa: E402
 from streams.channels.email_sendgrid import SendGridEmailChannel  # noqa: E402
 from streams.channels.sms_twilio import TwilioSmsChannel  # noqa: E402
 
@@ -45,10 +45,10 @@ def stats(url: str) -> dict:
 
 
 async def send(channel, kind: str, count: int, offset: int, window: int) -> None:
-    dispatcher = Dispatcher({kind: channel})
+    courier = Courier({kind: channel})
     notifications = [notification(offset + i, kind) for i in range(count)]
     for start in range(0, count, window):
-        outcomes = await dispatcher.deliver_all(notifications[start:start + window])
+        outcomes = await courier.deliver_all(notifications[start:start + window])
         bad = [o.delivery for o in outcomes if o.delivery["status"] != "queued"]
         if bad:
             raise SystemExit(f"{len(bad)} not handed over, e.g. {bad[0]}")
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=500, help="notifications in flight, as FOREWARN_DISPATCH_WINDOW")
     args = parser.parse_args()
 
-    imitation = subprocess.Popen([sys.executable, "-m", "streams.providers.imitation", "--sms-rate", str(args.rate),
+    imitation = subprocess.Popen([sys.executable, "-m", "streams.tools.imitation", "--sms-rate", str(args.rate),
                                   "--email-rate", str(args.rate)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         started = json.loads(imitation.stdout.readline())

@@ -41,15 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_seconds, deciding_worker, rss, workspace  # noqa: E402
-from streams import collector  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.core.decide import Decider, Notification  # noqa: E402
+from streams import gc_tuning  # noqa: E402
+from streams.kafka.embedded import EmbeddedBroker  # noqa: E402
+from streams.core.decider import Decider, Notification  # noqa: E402
 from streams.core.directory import CustomerDirectory  # noqa: E402
 from streams.core.render import Renderer  # noqa: E402
 from streams.core.rules import load_rules  # noqa: E402
-from streams.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
-from streams.events import Schemas  # noqa: E402
-from streams.kafka_tools import API_VERSION, ensure_topics, load_customers, producer, wait_drained  # noqa: E402
+from streams.tools.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
+from streams.core.events import Schemas  # noqa: E402
+from streams.kafka.admin import API_VERSION, ensure_topics, producer, wait_drained  # noqa: E402
+from streams.tools.load_customers import load_customers  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RULES = """\
@@ -132,12 +133,12 @@ async def raw_produce(bootstrap: str, topic: str, messages: list[tuple[bytes, by
 
 
 def simulator_baseline(customers_csv: Path, rules_path: Path, event: dict) -> tuple[int, float]:
-    collector.tune()
+    gc_tuning.tune()
     renderer = Renderer(ROOT / "templates")
     decider = Decider(load_rules(rules_path, renderer, Schemas()), renderer, CustomerDirectory())
     for _, record, _ in read_customer_rows(customers_csv):
         decider.directory.upsert({"id": record.pop("customer_id"), **record})
-    collector.settle()  # the worker's collector settings, so the baseline is not slowed by the default ones
+    gc_tuning.settle()  # the worker's collector settings, so the baseline is not slowed by the default ones
     started = time.perf_counter()
     sent = sum(1 for o in decider.handle(event, datetime.now(timezone.utc)) if isinstance(o, Notification))
     return sent, time.perf_counter() - started

@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import deciding_worker, rss, workspace  # noqa: E402
 from bench.fanout import customer_rows  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
-from streams.kafka_tools import ensure_topics, load_customers, produce_json, read_topic, wait_drained  # noqa: E402
+from streams.kafka.embedded import EmbeddedBroker  # noqa: E402
+from streams.tools.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
+from streams.kafka.admin import ensure_topics, produce_json, read_topic, wait_drained  # noqa: E402
+from streams.tools.load_customers import load_customers  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RULES = """\

@@ -26,10 +26,10 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.customer_files import upsert_event  # noqa: E402
-from streams.kafka_tools import ensure_topics, iter_topic, produce_json  # noqa: E402
-from streams.process import WorkerProcess  # noqa: E402
+from streams.kafka.embedded import EmbeddedBroker, free_port  # noqa: E402
+from streams.tools.customer_files import upsert_event  # noqa: E402
+from streams.kafka.admin import ensure_topics, iter_topic, produce_json  # noqa: E402
+from streams.tools.worker_process import WorkerProcess  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 CUSTOMER = orjson.loads(ROOT.joinpath("config/demo/customers.jsonl").read_bytes().splitlines()[7])

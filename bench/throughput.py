@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_seconds, deciding_worker, workspace  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.generate import WeekSpec, generate_week  # noqa: E402
-from streams.kafka_tools import ensure_topics, iter_topic, load_customers, producer, wait_drained  # noqa: E402
+from streams.kafka.embedded import EmbeddedBroker  # noqa: E402
+from streams.tools.generate import WeekSpec, generate_week  # noqa: E402
+from streams.kafka.admin import ensure_topics, iter_topic, producer, wait_drained  # noqa: E402
+from streams.tools.load_customers import load_customers  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RULES = """\

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams import collector
+from streams import gc_tuning
 from streams.settings import ROOT, Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -42,8 +42,8 @@ def _preflight(settings: Settings):
 @cli.command()
 def worker() -> None:
     """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
-    from streams.broker import bootstrap_servers
-    from streams.kafka_tools import ensure_topics
+    from streams.kafka.embedded import bootstrap_servers
+    from streams.kafka.admin import ensure_topics
 
     settings = Settings.from_env()
     _preflight(settings)
@@ -53,16 +53,16 @@ def worker() -> None:
         ensure_topics(bootstrap, settings.topics.all(), settings.partitions)
         from faust.worker import Worker
 
-        from streams.app import app
+        from streams.worker import app
 
-        collector.tune()
+        gc_tuning.tune()
         Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
 @cli.command()
 def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Send each line of a JSON Lines file to TOPIC, as it is (invalid lines too: they reach deadletter)."""
-    from streams.kafka_tools import event_key, produce_json
+    from streams.kafka.admin import event_key, produce_json
 
     settings = _configured_broker()
     lines = [line for line in file.read_bytes().splitlines() if line.strip()]
@@ -74,7 +74,7 @@ def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=F
 def load_customers(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Load customers from JSON Lines or CSV onto the customers topic."""
     settings = _configured_broker()
-    from streams.kafka_tools import load_customers as load
+    from streams.tools.load_customers import load_customers as load
 
     sent, skipped = load(settings.bootstrap_servers, settings.topics.customers, file, err)
     console.print(f"sent {sent} customers to {settings.topics.customers}; skipped {skipped} unreadable lines")
@@ -111,9 +111,9 @@ def rules_check(file: Optional[Path] = typer.Argument(None, help="rules file (de
 def preview(rule: str, event: Path = typer.Option(..., exists=True), customer: Path = typer.Option(..., exists=True),
             channel: Optional[str] = typer.Option(None, help="render for this channel only")) -> None:
     """Render what RULE would send for one event and one customer record (waits and caps aside)."""
-    from streams.core.decide import ADDRESS_FIELD
+    from streams.core.decider import ADDRESS_FIELD
     from streams.core.rules import LOCALES
-    from streams.events import parse_event
+    from streams.core.events import parse_event
 
     config = _preflight(Settings.from_env())
     try:
@@ -147,7 +147,7 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
     from dataclasses import replace
 
     from streams.core.policy import format_duration
-    from streams.simulate import simulate as run
+    from streams.tools.simulate import simulate as run
 
     config = _preflight(replace(Settings.from_env(), rules_file=rules))
     started = time.perf_counter()
@@ -174,7 +174,7 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
 def generate(out: Path = typer.Option(Path("week")), customers: int = typer.Option(10_000),
              outages: int = typer.Option(15), seed: int = typer.Option(20261123)) -> None:
     """Write a synthetic week of events and its customers, for the simulator and benchmarks."""
-    from streams.generate import WeekSpec, generate_week
+    from streams.tools.generate import WeekSpec, generate_week
 
     customers_path, events_path = generate_week(WeekSpec(customers=customers, outages=outages, seed=seed), out)
     lines = sum(1 for _ in events_path.open("rb"))
@@ -188,7 +188,7 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
          providers: str = typer.Option("outbox", help="outbox (files) or imitation (the Twilio and SendGrid "
                                                       "SDKs against a local imitation of their APIs)")) -> None:
     """Start everything on the embedded broker, replay the demo events, show what was sent."""
-    from streams.demo import run_demo
+    from streams.tools.demo import run_demo
 
     if providers not in ("outbox", "imitation"):
         err.print("[red]error[/red] --providers is outbox or imitation")
@@ -204,7 +204,7 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
 def webhooks() -> None:
     """Receive Twilio status callbacks and SendGrid events (signed), onto the deliveries topic."""
     from streams.errors import ConfigError
-    from streams.webhooks import serve
+    from streams.channels.receipts import serve
 
     try:
         serve(_configured_broker())
@@ -217,7 +217,7 @@ def webhooks() -> None:
 def imitation(port: int = typer.Option(0), sms_rate: Optional[float] = typer.Option(None),
               email_rate: Optional[float] = typer.Option(None)) -> None:
     """Run the local imitation of the Twilio and SendGrid APIs (127.0.0.1 only); prints the worker's environment."""
-    from streams.providers.imitation import serve
+    from streams.tools.imitation import serve
 
     serve(port=port, sms_rate=sms_rate, email_rate=email_rate)
 

@@ -3,13 +3,17 @@
     ForewarnError
     ├── ConfigError             refused at start-up: file, line, plain message
     │   ├── RulesError          rules.yaml does not hold up
-    │   └── TemplateError       a template is missing, broken, unsafe or fails to render
+    │   ├── TemplateError       a template is missing, broken, unsafe or fails to render
+    │   └── RulesInvalid        several of the above at once (``problems``)
     ├── EventError              an incoming event is not JSON or breaks its schema
+    ├── ReceiptRefused          a delivery receipt is forged, stale, replayed or unsigned (403)
     ├── BrokerError             the embedded broker would not start or answer,
     │                           or a tool's messages were not all delivered
     └── ChannelError            a channel could not hand a message over
         ├── ChannelRejected     permanent: invalid number, unsubscribed; do not retry
         └── ChannelUnavailable  transient: retry later (``retry_after`` seconds, if known)
+            ├── Throttled       the provider said 429
+            └── OutcomeUnknown  5xx or time-out after a send: ask the provider before sending again
 
 Channels raise; they never return False.
 """
@@ -60,6 +64,14 @@ class EventError(ForewarnError):
     """An incoming event that cannot be processed; it goes to the dead-letter topic."""
 
 
+class ReceiptRefused(ForewarnError):
+    """A receipt we do not believe: ``reason`` is forged, stale, replayed or unsigned."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class BrokerError(ForewarnError):
     """The embedded broker did not start or does not answer, or messages given to Kafka were not delivered."""
 
@@ -82,3 +94,15 @@ class ChannelUnavailable(ChannelError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Throttled(ChannelUnavailable):
+    """The provider said "too many requests" (HTTP 429); ``retry_after`` when it said when."""
+
+
+class OutcomeUnknown(ChannelUnavailable):
+    """The request may or may not have been taken (5xx, time-out, connection lost mid-answer).
+
+    Neither Twilio nor SendGrid takes an idempotency key, so sending again could
+    send twice: ask the provider (``Channel.find_sent``) before sending again.
+    """

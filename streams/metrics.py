@@ -23,6 +23,17 @@ FANOUT_ESTIMATED_SECONDS = Gauge("forewarn_fanout_estimated_seconds",
 FANOUT_OVER_LIMIT = Counter("forewarn_fanout_over_limit_total",
                             "Fan-outs estimated to take longer than FOREWARN_FANOUT_LIMIT")
 
+RETRIES = Counter("forewarn_send_retries_total", "Sends or look-ups tried again, by what went wrong",
+                  ["provider", "reason"])
+UNKNOWN_OUTCOMES = Counter("forewarn_outcome_unknown_total",
+                           "Sends whose outcome was unknown (5xx, time-out), by how that was resolved",
+                           ["provider", "resolution"])
+OPTOUTS = Counter("forewarn_optouts_total", "Customers who withdrew consent at a provider", ["channel", "source"])
+FALLBACKS = Counter("forewarn_fallbacks_total", "Fallbacks requested after a channel failed for good",
+                    ["failed_channel", "source"])
+RECEIPTS = Counter("forewarn_webhook_receipts_total", "Signed delivery receipts taken in", ["provider"])
+REJECTED = Counter("forewarn_webhook_rejected_total", "Delivery receipts refused with 403", ["provider", "reason"])
+
 
 def serve(port: int, address: str = "127.0.0.1") -> None:
     if port:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.kafka.embedded import EmbeddedBroker, free_port
 from streams.core.render import Renderer
-from streams.events import Schemas
-from streams.kafka_tools import ensure_topics
-from streams.process import WorkerProcess
+from streams.core.events import Schemas
+from streams.kafka.admin import ensure_topics
+from streams.tools.worker_process import WorkerProcess
 from streams.settings import ROOT, Settings
 
 

@@ -1,6 +1,6 @@
 """Hop 2: apply each routed event to the state and decide who hears what, and when.
 
-The decision itself is ``streams.core.decide.Decider``, the same code the
+The decision itself is ``streams.core.decider.Decider``, the same code the
 simulator runs; this module only feeds it, fires its timers and produces its
 outcomes. One agent reads ``forewarn-events``, ``forewarn-due`` and the dispatcher's
 ``optouts`` and ``fallbacks`` so that every change to a customer's state is
@@ -26,15 +26,16 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from streams import collector, consumer
-from streams.agents.sending import ChangelogTable, Sends
-from streams.app import (BOOTSTRAP, app, catch_up, customers_table, decide_input, due_topic, notifications_topic, outages_table,
+from streams import gc_tuning
+from streams.kafka import faust_fixes as consumer
+from streams.kafka.sends import ChangelogTable, Sends
+from streams.worker import (BOOTSTRAP, app, catch_up, customers_table, decide_input, due_topic, notifications_topic, outages_table,
                          settings, states_table, suppressed_topic)
 from streams.core.config import load_config
-from streams.core.decide import Decider, Notification, event_time
+from streams.core.decider import Decider, Notification, event_time
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.schedule import Due
-from streams.core.plan import plan_fanout
+from streams.core.fanout_plan import plan_fanout
 from streams.metrics import (FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT_RECIPIENTS, NOTIFICATIONS,
                              PROCESSING_SECONDS, SUPPRESSED)
 
@@ -102,7 +103,7 @@ async def caught_up() -> bool:
 def read_ends(partitions) -> dict[tuple[str, int], int]:
     from kafka import TopicPartition
 
-    from streams.kafka_tools import read_end_offsets
+    from streams.kafka.admin import read_end_offsets
 
     if not partitions:
         return {}
@@ -175,7 +176,7 @@ async def decide(stream):
     # Events are taken in batches so that waiting for Kafka to acknowledge the notifications before the
     # states that record them are logged (``Sends.settle``) costs one round trip per batch, not per event.
     async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-        with collector.in_progress():  # no full collection in the middle of a fan-out
+        with gc_tuning.in_progress():  # no full collection in the middle of a fan-out
             for event in events:
                 await decide_one(event)
                 if not catch_up.open:

@@ -15,7 +15,7 @@ stopped: the provider is asked whether it has it before it is sent.
 The window is the bound on messages in flight: while it is busy, nothing more
 is taken, and faust stops fetching once its buffer is full (backpressure).
 
-What the dispatcher decides (``streams.channels.dispatcher``) lands here:
+What the courier decides (``streams.channels.courier``) lands here:
 ``deliveries`` always; ``optouts`` and ``fallbacks`` keyed and partitioned by
 customer, as the decide agent places a customer; a notification whose retry
 budget ran out goes to ``notifications.retry`` (in the notification's own
@@ -35,14 +35,14 @@ from typing import Any
 
 import orjson
 
-from streams.agents.sending import ChangelogTable, Sends
-from streams.app import (app, deadletter_topic, deliveries_topic, dispatched_table, notifications_topic, raw_topic,
+from streams.kafka.sends import ChangelogTable, Sends
+from streams.worker import (app, deadletter_topic, deliveries_topic, dispatched_table, notifications_topic, raw_topic,
                          settings)
-from streams.channels.dispatcher import Dispatcher, Outcome
+from streams.channels.courier import Courier, DeliveryOutcome
 from streams.channels.ledger import DONE, SENDING, Mark, SendLedger
 from streams.channels.registry import channels_from_env
 from streams.core.directory import owner_partition
-from streams.events import deadletter_record
+from streams.core.events import deadletter_record
 from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,16 @@ optouts_topic = raw_topic(settings.topics.optouts)
 fallbacks_topic = raw_topic(settings.topics.fallbacks)
 
 channels = channels_from_env(settings)
-dispatcher = Dispatcher(channels, attempts=settings.dispatch_attempts)
+courier = Courier(channels, attempts=settings.dispatch_attempts)
 # How long a window waits to fill: short, a lone notification should not wait for company.
 WINDOW_WAIT = 0.05
-IN_FLIGHT = "in flight when a dispatcher stopped"
+IN_FLIGHT = "in flight when a courier stopped"
 
 
 def owned_share() -> None:
     """Pace with the share of the account's rate that our partitions of ``notifications`` stand for."""
     owned = sum(1 for tp in app.consumer.assignment() if tp.topic == settings.topics.notifications)
-    dispatcher.set_share(owned, settings.partitions)
+    courier.set_share(owned, settings.partitions)
 
 
 def parse(event) -> dict[str, Any] | None:
@@ -79,7 +79,7 @@ async def dead(sends: Sends, event, reason: str) -> None:
     await sends.send(deadletter_topic, event.message.key, orjson.dumps(record))
 
 
-async def record(sends: Sends, outcome: Outcome) -> None:
+async def record(sends: Sends, outcome: DeliveryOutcome) -> None:
     notification = outcome.notification
     DELIVERIES.labels(outcome.delivery["channel"], outcome.delivery["provider"], outcome.delivery["status"]).inc()
     await sends.send(deliveries_topic, notification["id"].encode(), orjson.dumps(outcome.delivery))
@@ -94,7 +94,7 @@ def watch_offsets(seen: dict[int, int], event) -> None:
     partition, offset = event.message.partition, event.message.offset
     last = seen.get(partition)
     if last is not None and offset > last + 1:
-        log.warning("notifications partition %d: offsets %d to %d never reached the dispatcher",
+        log.warning("notifications partition %d: offsets %d to %d never reached the courier",
                     partition, last + 1, offset - 1)
     seen[partition] = offset
 
@@ -126,7 +126,7 @@ class GuardedSends:
         log.debug("notification %s was sent before (%s); not sent again", notification["id"], mark.status)
         return True
 
-    async def window(self, items: list[Item], settled: Callable[[Item, Outcome], Awaitable[None]]) -> None:
+    async def window(self, items: list[Item], settled: Callable[[Item, DeliveryOutcome], Awaitable[None]]) -> None:
         """Send ``items``; ``settled`` is called for each outcome before its mark says done."""
         now, unsure = datetime.now(timezone.utc), {}
         for item in items:
@@ -139,7 +139,7 @@ class GuardedSends:
             if item.unknown is not None:
                 unsure[key] = (item.since, item.unknown)
         await self.sends.flush()  # every mark on Kafka before the first request goes out
-        outcomes = await dispatcher.deliver_all([item.notification for item in items], unsure)
+        outcomes = await courier.deliver_all([item.notification for item in items], unsure)
         for item, outcome in zip(items, outcomes):
             await record(self.sends, outcome)
             await settled(item, outcome)
@@ -157,7 +157,7 @@ class GuardedSends:
 async def dispatch(stream):
     guarded = GuardedSends()
 
-    async def settled(item: Item, outcome: Outcome) -> None:
+    async def settled(item: Item, outcome: DeliveryOutcome) -> None:
         if outcome.parked:
             now = time.time()
             parked = {"notification": outcome.notification, "reason": outcome.parked,
@@ -190,7 +190,7 @@ async def redispatch(stream):
     """One more round for parked notifications, ``FOREWARN_RETRY_DELAY`` after parking; then deadletter."""
     guarded = GuardedSends()
 
-    async def settled(item: Item, outcome: Outcome) -> None:
+    async def settled(item: Item, outcome: DeliveryOutcome) -> None:
         if outcome.parked:
             await dead(guarded.sends, item.event, f"undeliverable after two rounds: {outcome.parked}")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import orjson
 
-from streams.agents.sending import Sends
-from streams.app import app, catch_up, deadletter_topic, events_topic, settings, source_topics
+from streams.kafka.sends import Sends
+from streams.worker import app, catch_up, deadletter_topic, events_topic, settings, source_topics
 from streams.core.directory import owner_partition
 from streams.errors import EventError
-from streams.events import deadletter_record, parse_event
+from streams.core.events import deadletter_record, parse_event
 from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from streams.channels.ratelimit import TokenBucket
-from streams.errors import ChannelUnavailable
+from streams.errors import ChannelUnavailable, OutcomeUnknown, Throttled
 
 
 @dataclass(frozen=True)
@@ -18,18 +18,6 @@ class Handover:
     provider: str
     provider_message_id: str | None
     status: str = "sent"
-
-
-class Throttled(ChannelUnavailable):
-    """The provider said "too many requests" (HTTP 429); ``retry_after`` when it said when."""
-
-
-class OutcomeUnknown(ChannelUnavailable):
-    """The request may or may not have been taken (5xx, time-out, connection lost mid-answer).
-
-    Neither Twilio nor SendGrid takes an idempotency key, so sending again could
-    send twice: ask the provider (``Channel.find_sent``) before sending again.
-    """
 
 
 def overloaded(provider: str, status: int, *, posting: bool, wait: float | None) -> ChannelUnavailable | None:

@@ -28,9 +28,9 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
-from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled, overloaded
+from streams.channels.base import Channel, Handover, overloaded
 from streams.channels.ratelimit import TokenBucket
-from streams.errors import ChannelRejected, ChannelUnavailable
+from streams.errors import ChannelRejected, ChannelUnavailable, OutcomeUnknown, Throttled
 from streams.privacy import mask
 
 log = logging.getLogger(__name__)

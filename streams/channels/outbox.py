@@ -16,7 +16,7 @@ import orjson
 
 from streams.channels.base import Channel, Handover
 from streams.errors import ChannelRejected
-from streams.events import Schemas, default_schemas
+from streams.core.events import Schemas, default_schemas
 
 
 class OutboxChannel(Channel):

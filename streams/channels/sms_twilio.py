@@ -10,7 +10,7 @@
   redirect it: ``environment={}`` is not enough, the SDK reads ``{} or os.environ``.
 - The status callback URL carries the notification id, customer, rule and
   fallback channels as query parameters; Twilio signs the URL with them, so
-  the receiver (``streams.webhooks``) can trust them.
+  the receiver (``streams.channels.receipts``) can trust them.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled, overloaded
+from streams.channels.base import Channel, Handover, overloaded
 from streams.channels.ratelimit import TokenBucket
 from streams.core.segments import count_segments
-from streams.errors import ChannelRejected, ChannelUnavailable, ConfigError
+from streams.errors import ChannelRejected, ChannelUnavailable, ConfigError, OutcomeUnknown, Throttled
 from streams.privacy import mask
 
 log = logging.getLogger(__name__)

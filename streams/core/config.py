@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from streams.core.render import Renderer
 from streams.core.rules import RuleSet, check_rules, load_rules
 from streams.errors import ConfigError
-from streams.events import Schemas
+from streams.core.events import Schemas
 from streams.settings import Settings
 
 

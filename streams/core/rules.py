@@ -30,7 +30,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from streams.core.policy import Cap, QuietHours, parse_duration
 from streams.core.render import CHANNEL_PARTS, Renderer
 from streams.errors import RulesError, RulesInvalid, TemplateError
-from streams.events import SCHEMA_BASE, Schemas
+from streams.core.events import SCHEMA_BASE, Schemas
 
 LOCALES = ("nl", "en")
 Resolver = Any  # referencing.Resolver, which the package does not export
@@ -41,7 +41,7 @@ DICT_METHODS = frozenset(dir(dict))
 
 
 @dataclass(frozen=True)
-class Plan:
+class TierPlan:
     """How a rule reaches one tier: on or off, which channels, which template, how long to wait."""
 
     enabled: bool
@@ -82,7 +82,7 @@ class Rule:
         return bool(self.wait or self.coalesce or any(
             "wait" in override for override in self.tiers.values()))
 
-    def plan_for(self, tier: str) -> Plan:
+    def plan_for(self, tier: str) -> TierPlan:
         plans = self.__dict__.get("_plans")
         if plans is None:  # computed once per tier: a fan-out asks for every customer
             plans = {}
@@ -92,9 +92,9 @@ class Rule:
             plan = plans[tier] = self._plan_for(tier)
         return plan
 
-    def _plan_for(self, tier: str) -> Plan:
+    def _plan_for(self, tier: str) -> TierPlan:
         override = self.tiers.get(tier, {})
-        return Plan(
+        return TierPlan(
             enabled=override.get("enabled", True),
             channels=tuple(override.get("channels", self.channels)),
             channel_mode=override.get("channel_mode", self.channel_mode),
@@ -109,7 +109,7 @@ class Rule:
                 return match
         return None
 
-    def plans(self) -> list[Plan]:
+    def plans(self) -> list[TierPlan]:
         return [self.plan_for(tier) for tier in TIERS]
 
     def key_of(self, event: dict[str, Any]) -> str:

@@ -6,10 +6,10 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator
 
-from streams.channels.dispatcher import Dispatcher, Outcome
+from streams.channels.courier import Courier, DeliveryOutcome
 from streams.channels.email_sendgrid import SendGridEmailChannel
 from streams.channels.sms_twilio import TwilioSmsChannel
-from streams.providers.imitation import Imitation
+from streams.tools.imitation import Imitation
 
 # A callback URL the imitation only reads the notification id from (post_callbacks=False).
 NOWHERE = "http://127.0.0.1:9"
@@ -45,16 +45,16 @@ async def providers(*, sms_per_second: float = 1000.0, email_per_second: float =
             await email.close()
 
 
-async def dispatch_all(dispatcher: Dispatcher, notifications: list[dict[str, Any]], window: int = 100
-                       ) -> list[Outcome]:
+async def dispatch_all(courier: Courier, notifications: list[dict[str, Any]], window: int = 100
+                       ) -> list[DeliveryOutcome]:
     """As the agent does: window after window; parked ones get the retry agent's second round."""
-    outcomes: list[Outcome] = []
+    outcomes: list[DeliveryOutcome] = []
     for start in range(0, len(notifications), window):
-        outcomes += await dispatcher.deliver_all(notifications[start:start + window])
+        outcomes += await courier.deliver_all(notifications[start:start + window])
     for index, outcome in enumerate(outcomes):
         if outcome.parked:
             since = datetime.fromisoformat(outcome.since) if outcome.since else None
-            outcomes[index] = await dispatcher.deliver(outcome.notification, since=since, unknown=outcome.unknown)
+            outcomes[index] = await courier.deliver(outcome.notification, since=since, unknown=outcome.unknown)
     return outcomes
 
 

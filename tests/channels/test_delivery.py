@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from streams.broker import free_port
-from streams.channels.base import OutcomeUnknown
+from streams.kafka.embedded import free_port
+from streams.errors import OutcomeUnknown
 from streams.channels.email_sendgrid import SendGridEmailChannel
 from streams.channels.outbox import OutboxChannel
 from streams.channels.registry import channels_from_env

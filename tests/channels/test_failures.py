@@ -11,8 +11,9 @@ from datetime import datetime
 
 import pytest
 
-from streams.channels.dispatcher import UNKNOWN_OUTCOMES, Dispatcher
-from streams.events import Schemas
+from streams.channels.courier import Courier
+from streams.metrics import UNKNOWN_OUTCOMES
+from streams.core.events import Schemas
 from tests.channels.support import dispatch_all, notification, providers
 
 
@@ -32,7 +33,7 @@ def test_a_429_storm_is_waited_out_and_every_message_goes_once():
         async with providers() as (fake, sms, email):
             fake.throttle(40, retry_after=1)  # per provider: 80 answers of 429 in a row
             notifications = [notification(i, "sms" if i % 2 else "email") for i in range(300)]
-            outcomes = await dispatch_all(Dispatcher({"sms": sms, "email": email}, backoff_base=0.1), notifications)
+            outcomes = await dispatch_all(Courier({"sms": sms, "email": email}, backoff_base=0.1), notifications)
             assert {o.delivery["status"] for o in outcomes} == {"queued"}
             assert fake.stats["twilio"]["throttled"] + fake.stats["sendgrid"]["throttled"] == 80
             exactly_once(fake, notifications)
@@ -45,7 +46,7 @@ def test_a_provider_slower_than_configured_answers_429_and_its_reset_is_honoured
         # We think we may send 200 a second; the account allows 40. SendGrid says when to come back.
         async with providers(email_per_second=200, email_rate=40, burst=5) as (fake, sms, email):
             notifications = [notification(i, "email") for i in range(60)]
-            outcomes = await dispatch_all(Dispatcher({"sms": sms, "email": email}, backoff_base=0.1), notifications)
+            outcomes = await dispatch_all(Courier({"sms": sms, "email": email}, backoff_base=0.1), notifications)
             assert {o.delivery["status"] for o in outcomes} == {"queued"}
             assert fake.stats["sendgrid"]["throttled"] > 0
             exactly_once(fake, notifications)
@@ -60,7 +61,7 @@ async def outage_during_send(messages: int, outage: float, rate: float, attempts
         asyncio.get_running_loop().call_later(1.0, lambda: fake.outage(outage, accept=0.5))
         found_before = unknown_count("twilio", "found") + unknown_count("sendgrid", "found")
         resent_before = unknown_count("twilio", "resent") + unknown_count("sendgrid", "resent")
-        outcomes = await dispatch_all(Dispatcher({"sms": sms, "email": email}, attempts=attempts), notifications)
+        outcomes = await dispatch_all(Courier({"sms": sms, "email": email}, attempts=attempts), notifications)
         assert {o.delivery["status"] for o in outcomes} == {"queued"}
         exactly_once(fake, notifications)
         found = unknown_count("twilio", "found") + unknown_count("sendgrid", "found") - found_before
@@ -87,7 +88,7 @@ def test_a_send_that_hangs_is_looked_up_before_it_is_sent_again():
             fake.hang(3, provider="twilio", accept=True)
             fake.hang(3, provider="sendgrid", accept=False)
             notifications = [notification(i, "sms" if i < 3 else "email") for i in range(6)]
-            outcomes = await Dispatcher({"sms": sms, "email": email}, backoff_base=0.1).deliver_all(notifications)
+            outcomes = await Courier({"sms": sms, "email": email}, backoff_base=0.1).deliver_all(notifications)
             errors = [o.delivery["error"] for o in outcomes]
             assert all("found at twilio, not sent again" in e for e in errors[:3])
             assert all("not found at sendgrid, sent again" in e for e in errors[3:])
@@ -100,13 +101,13 @@ def test_a_spent_retry_budget_parks_and_the_next_round_still_looks_up_first():
     async def scenario():
         async with providers() as (fake, sms, email):
             fake.outage(60, provider="twilio", accept=1.0)
-            dispatcher = Dispatcher({"sms": sms, "email": email}, attempts=3, backoff_base=0.05)
-            first = await dispatcher.deliver(notification(1))
+            courier = Courier({"sms": sms, "email": email}, attempts=3, backoff_base=0.05)
+            first = await courier.deliver(notification(1))
             assert first.parked and first.unknown and first.delivery["status"] == "parked"
             assert "retry budget" in first.delivery["error"]
             assert Schemas().problems("delivery.json", first.delivery) == []
             fake.heal()
-            again = await dispatcher.deliver(first.notification, since=datetime.fromisoformat(first.since),
+            again = await courier.deliver(first.notification, since=datetime.fromisoformat(first.since),
                                              unknown=first.unknown)
             assert again.delivery["status"] == "queued" and "found at twilio" in again.delivery["error"]
             exactly_once(fake, [notification(1)])
@@ -123,7 +124,7 @@ def test_permanent_refusals_are_not_retried_and_an_unsubscribe_is_an_opt_out():
             fake.reject(landline["to"], 21614)
             fake.reject(stopped["to"], 21610)
             fake.reject(bad_address["to"], 400)
-            outcomes = await Dispatcher({"sms": sms, "email": email}).deliver_all(
+            outcomes = await Courier({"sms": sms, "email": email}).deliver_all(
                 [invalid, landline, stopped, bad_address])
             assert [o.delivery["status"] for o in outcomes] == ["failed"] * 4
             assert [o.delivery["attempts"] for o in outcomes] == [1] * 4
@@ -147,7 +148,7 @@ def test_a_permanently_failed_sms_with_a_fallback_asks_for_the_email_once():
             plain = notification(2)
             fake.reject(stopped["to"], 21610)
             fake.reject(plain["to"], 21211)
-            outcomes = await Dispatcher({"sms": sms, "email": email}).deliver_all([stopped, plain])
+            outcomes = await Courier({"sms": sms, "email": email}).deliver_all([stopped, plain])
             assert outcomes[0].fallback == {**outcomes[0].fallback, "notification_id": stopped["id"],
                                             "customer_id": stopped["customer_id"], "rule": stopped["rule"],
                                             "failed_channel": "sms", "fallback": ["email"]}

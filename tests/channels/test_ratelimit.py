@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streams.channels.dispatcher import Dispatcher
+from streams.channels.courier import Courier
 from streams.channels.ratelimit import TokenBucket, share
 from streams.channels.sms_twilio import TwilioSmsChannel
 from tests.channels.support import dispatch_all, measured_rate, notification, providers
@@ -50,7 +50,7 @@ def test_a_worker_paces_with_the_share_of_its_partitions():
 def test_sms_rate_measured_at_the_provider_is_within_five_percent_of_the_configured_rate():
     async def scenario():
         async with providers(sms_per_second=50, sms_rate=50) as (fake, sms, email):
-            outcomes = await dispatch_all(Dispatcher({"sms": sms, "email": email}),
+            outcomes = await dispatch_all(Courier({"sms": sms, "email": email}),
                                           [notification(i) for i in range(500)])
             assert {o.delivery["status"] for o in outcomes} == {"queued"}
             assert fake.stats["twilio"]["throttled"] == 0
@@ -63,7 +63,7 @@ def test_sms_rate_measured_at_the_provider_is_within_five_percent_of_the_configu
 def test_email_rate_measured_at_the_provider_is_within_five_percent_of_the_configured_rate():
     async def scenario():
         async with providers(email_per_second=100, email_rate=100) as (fake, sms, email):
-            await dispatch_all(Dispatcher({"sms": sms, "email": email}),
+            await dispatch_all(Courier({"sms": sms, "email": email}),
                                [notification(i, "email") for i in range(500)])
             rate = measured_rate([a.at for a in fake.accepted])
             assert rate == pytest.approx(100, rel=0.05), rate
@@ -75,7 +75,7 @@ def test_sms_are_paced_in_segments():
     async def scenario():
         async with providers(sms_per_second=60, sms_rate=60) as (fake, sms, email):
             long_text = "Storing in uw buurt. " * 14  # 294 GSM-7 characters: two segments
-            await dispatch_all(Dispatcher({"sms": sms, "email": email}),
+            await dispatch_all(Courier({"sms": sms, "email": email}),
                                [notification(i, body=f"{long_text}{i}") for i in range(90)])
             assert {a.segments for a in fake.accepted} == {2}
             messages_per_second = measured_rate([a.at for a in fake.accepted])
@@ -89,7 +89,7 @@ def test_two_workers_with_half_the_partitions_each_stay_under_the_account_rate_t
         async with providers(sms_per_second=80, sms_rate=80) as (fake, sms, _):
             other = TwilioSmsChannel(fake.account_sid, fake.auth_token, sender=fake.twilio_from, rate=80,
                                      base_url=fake.url, callback_url=sms.callback_url)
-            first, second = Dispatcher({"sms": sms}), Dispatcher({"sms": other})
+            first, second = Courier({"sms": sms}), Courier({"sms": other})
             first.set_share(2, 4)
             second.set_share(2, 4)
             await asyncio.gather(dispatch_all(first, [notification(i) for i in range(200)]),

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from streams.core.decide import Decider, Notification, Suppression, notification_id
+from streams.core.decider import Decider, Notification, Suppression, notification_id
 from streams.core.directory import CustomerDirectory
 from streams.core.policy import Cap, parse_duration
 from streams.core.rules import load_rules

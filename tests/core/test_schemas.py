@@ -496,7 +496,7 @@ def _refs_with_siblings(node, path="#"):
 
 
 def test_no_keyword_beside_a_ref_so_the_fast_draft7_validator_agrees():
-    from streams.events import Schemas
+    from streams.core.events import Schemas
 
     offenders = [f"{schema_id}{path}" for schema_id, contents in Schemas(SCHEMA_DIR).by_id.items()
                  for path in _refs_with_siblings(contents)]
@@ -511,7 +511,7 @@ def test_no_keyword_beside_a_ref_so_the_fast_draft7_validator_agrees():
     {**DEMO_EVENTS[0], "customer_id": "C1"},
 ], ids=lambda e: e["id"] + ":" + e["type"])
 def test_fast_and_reference_validators_agree(event):
-    from streams.events import Schemas
+    from streams.core.events import Schemas
 
     schemas = Schemas(SCHEMA_DIR)
     name = f"events/{event['type']}.json"

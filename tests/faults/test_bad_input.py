@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.decide import Decider, Notification, Suppression
+from streams.core.decider import Decider, Notification, Suppression
 from streams.core.directory import CustomerDirectory
 from streams.core.rules import load_rules
 from streams.errors import EventError
-from streams.events import EVENT_TYPES, deadletter_record, parse_event
-from streams.kafka_tools import event_key
+from streams.core.events import EVENT_TYPES, deadletter_record, parse_event
+from streams.kafka.admin import event_key
 from streams.settings import ROOT
 
 DEMO = ROOT / "config" / "demo"

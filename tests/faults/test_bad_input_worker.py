@@ -17,10 +17,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from streams.core.config import load_config
-from streams.events import default_schemas
-from streams.kafka_tools import load_customers, read_topic
+from streams.core.events import default_schemas
+from streams.kafka.admin import read_topic
+from streams.tools.load_customers import load_customers
 from streams.settings import ROOT
-from streams.simulate import simulate
+from streams.tools.simulate import simulate
 from tests.faults.test_bad_input import VALID_EVENTS, json_values, paths, refused_or_valid, replaced
 from tests.integration.test_pipeline import comparable, drain, outbox_lines, replay
 

@@ -20,8 +20,9 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.customer_files import write_customer_csv
-from streams.kafka_tools import API_VERSION, lag, load_customers, produce_json, read_topic, wait_drained
+from streams.tools.customer_files import write_customer_csv
+from streams.kafka.admin import API_VERSION, lag, produce_json, read_topic, wait_drained
+from streams.tools.load_customers import load_customers
 from tests.conftest import event, write
 from tests.faults.test_crashes import OUTAGE_AREAS_FROM, PER_AREA, RULES, row, wait_until
 

@@ -21,10 +21,11 @@ import orjson
 import pytest
 
 from bench.common import rss
-from streams.customer_files import write_customer_csv
-from streams.kafka_tools import lag, load_customers, produce_json, read_topic, wait_drained
-from streams.providers.imitation import SENDGRID, TWILIO
-from streams.providers.local import LocalProviders
+from streams.tools.customer_files import write_customer_csv
+from streams.kafka.admin import lag, produce_json, read_topic, wait_drained
+from streams.tools.load_customers import load_customers
+from streams.tools.imitation import SENDGRID, TWILIO
+from streams.tools.local_providers import LocalProviders
 from tests.channels.support import notification
 from tests.conftest import cart, event, write
 

@@ -17,8 +17,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from streams.kafka_tools import produce_json, read_topic
-from streams.providers.local import LocalProviders
+from streams.kafka.admin import produce_json, read_topic
+from streams.tools.local_providers import LocalProviders
 from tests.channels.support import notification
 
 pytestmark = pytest.mark.broker

@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from streams.customer_files import write_customer_csv
-from streams.kafka_tools import load_customers, produce_json, read_topic, wait_drained
+from streams.tools.customer_files import write_customer_csv
+from streams.kafka.admin import produce_json, read_topic, wait_drained
+from streams.tools.load_customers import load_customers
 from tests.conftest import write
 
 pytestmark = pytest.mark.broker

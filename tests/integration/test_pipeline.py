@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from streams.core.config import load_config
-from streams.customer_files import read_customer_rows, upsert_event
-from streams.kafka_tools import load_customers, produce_json, read_topic, replay_in_order, wait_drained
+from streams.tools.customer_files import read_customer_rows, upsert_event
+from streams.kafka.admin import produce_json, read_topic, replay_in_order, wait_drained
+from streams.tools.load_customers import load_customers
 from streams.settings import ROOT
-from streams.simulate import simulate
+from streams.tools.simulate import simulate
 
 pytestmark = pytest.mark.broker
 DEMO = ROOT / "config" / "demo"

@@ -14,7 +14,9 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from streams.kafka_tools import load_customers, produce_json, read_topic, wait_drained
+from streams.kafka.admin import produce_json, read_topic, wait_drained
+
+from streams.tools.load_customers import load_customers
 from streams.settings import ROOT
 from tests.conftest import cart, event, write
 

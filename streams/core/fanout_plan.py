@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.decide import Decider, reachable
+from streams.core.decider import Decider, reachable
 from streams.core.rules import LOCALES
 
 

@@ -4,7 +4,7 @@ import gc
 
 import pytest
 
-from streams import collector
+from streams import gc_tuning
 
 
 @pytest.fixture
@@ -16,13 +16,13 @@ def unfrozen():
 
 def test_settle_freezes_the_survivors(unfrozen):
     kept = [[i] for i in range(1000)]
-    collector.settle()
+    gc_tuning.settle()
     assert gc.get_freeze_count() >= len(kept)
 
 
 def test_no_settling_while_an_event_is_in_progress(unfrozen):
-    with collector.in_progress():
-        collector.settle_when_idle()
+    with gc_tuning.in_progress():
+        gc_tuning.settle_when_idle()
         assert gc.get_freeze_count() == 0
-    collector.settle_when_idle()
+    gc_tuning.settle_when_idle()
     assert gc.get_freeze_count() > 0

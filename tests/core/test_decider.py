@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from streams.core.decide import Decider, Notification, Suppression, notification_id
+from streams.core.decider import Decider, Notification, Suppression, notification_id
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.rules import load_rules
 from streams.settings import ROOT

@@ -1,4 +1,4 @@
-"""The faust app: topics, tables and agents. ``faust -A streams.app worker`` works too.
+"""The faust app: topics, tables and agents. ``faust -A streams.worker worker`` works too.
 
 Data path: source topics -> ``ingest`` (validate, dead-letter, route by
 customer) -> ``forewarn-events`` -> ``decide`` (rules, policy, render) ->
@@ -17,8 +17,9 @@ import logging
 
 import faust
 
-from streams import collector, consumer, metrics, privacy
-from streams.core.schedule import CatchUp
+from streams import gc_tuning, metrics, privacy
+from streams.kafka import faust_fixes as consumer
+from streams.kafka.catch_up import CatchUp
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -48,7 +49,7 @@ app = faust.App(
 
 @app.timer(interval=30.0)
 async def settle_long_lived_objects() -> None:
-    collector.settle_when_idle()
+    gc_tuning.settle_when_idle()
 
 
 def raw_topic(name: str) -> faust.TopicT:

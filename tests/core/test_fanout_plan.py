@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from streams.core.decide import Decider, Notification
+from streams.core.decider import Decider, Notification
 from streams.core.directory import CustomerDirectory
-from streams.core.plan import plan_fanout
+from streams.core.fanout_plan import plan_fanout
 from streams.core.rules import load_rules
 from streams.settings import ROOT
-from tests.core.test_decide import customer, outage
+from tests.core.test_decider import customer, outage
 
 
 def test_plan_counts_what_the_fan_out_will_send(renderer, schemas):

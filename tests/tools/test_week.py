@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from streams.core.config import load_config
-from streams.generate import WeekSpec, generate_week
+from streams.tools.generate import WeekSpec, generate_week
 from streams.settings import Settings
-from streams.simulate import simulate
+from streams.tools.simulate import simulate
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
-from streams.channels.dispatcher import FALLBACKS, OPTOUTS, fallback_record, optout_record
+from streams.channels.courier import fallback_record, optout_record
 from streams.channels.sms_twilio import KNOWN_CODES, STATUS_PATH, TwilioSmsChannel
 from streams.core.directory import owner_partition
-from streams.errors import ConfigError
+from streams.errors import ConfigError, ReceiptRefused
+from streams.metrics import FALLBACKS, OPTOUTS, RECEIPTS, REJECTED
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ SENDGRID_PATH = "/sendgrid/events"
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-RECEIPTS = Counter("forewarn_webhook_receipts_total", "Signed delivery receipts taken in", ["provider"])
-REJECTED = Counter("forewarn_webhook_rejected_total", "Delivery receipts refused with 403", ["provider", "reason"])
 
 TWILIO_STATUS = {"queued": "queued", "accepted": "queued", "scheduled": "queued", "sending": "queued",
                  "sent": "sent", "delivered": "delivered", "read": "delivered", "undelivered": "undelivered",
@@ -63,14 +62,6 @@ FAILED = {"failed", "undelivered"}
 
 # (topic, key, value, partition) -> produced and acknowledged
 Publish = Callable[[str, bytes, bytes, "int | None"], Awaitable[None]]
-
-
-class Refused(Exception):
-    """A receipt we do not believe: ``reason`` is forged, stale, replayed or unsigned."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 class ReplayGuard:
@@ -102,19 +93,19 @@ class SendGridSignature:
 
     def verify(self, body: bytes, signature: str | None, timestamp: str | None) -> None:
         if not signature or not timestamp:
-            raise Refused("unsigned")
+            raise ReceiptRefused("unsigned")
         try:
             valid = self._webhook.verify_signature(body.decode("utf-8"), signature, timestamp)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             valid = False  # not base64, not DER, not text: the library raises where it should say no
         if not valid:
-            raise Refused("forged")
+            raise ReceiptRefused("forged")
         try:
             age = self.clock() - int(timestamp)
         except ValueError:
-            raise Refused("forged") from None
+            raise ReceiptRefused("forged") from None
         if abs(age) > self.max_age:
-            raise Refused("stale")
+            raise ReceiptRefused("stale")
 
 
 def iso(epoch: float | None = None) -> str:
@@ -249,7 +240,7 @@ class Receiver:
         signature = request.headers.get(SIGNATURE, "")
         try:
             self.sendgrid.verify(body, signature, request.headers.get(TIMESTAMP))
-        except Refused as refused:
+        except ReceiptRefused as refused:
             return self._refuse("sendgrid", refused.reason)
         if self.replays.seen(signature):
             return self._refuse("sendgrid", "replayed")

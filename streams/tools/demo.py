@@ -12,11 +12,12 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.kafka_tools import ensure_topics, load_customers, read_topic, replay_in_order, wait_drained
+from streams.kafka.embedded import EmbeddedBroker, free_port
+from streams.kafka.admin import ensure_topics, read_topic, replay_in_order, wait_drained
+from streams.tools.load_customers import load_customers
 from streams.privacy import mask
-from streams.process import WorkerProcess
-from streams.providers.local import LocalProviders
+from streams.tools.worker_process import WorkerProcess
+from streams.tools.local_providers import LocalProviders
 from streams.settings import Settings
 
 

@@ -30,22 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from prometheus_client import Counter
-
-from streams.channels.base import Channel, Handover, OutcomeUnknown, Throttled
+from streams.channels.base import Channel, Handover
 from streams.channels.ratelimit import share
-from streams.errors import ChannelRejected, ChannelUnavailable
+from streams.errors import ChannelRejected, ChannelUnavailable, OutcomeUnknown, Throttled
+from streams.metrics import FALLBACKS, OPTOUTS, RETRIES, UNKNOWN_OUTCOMES
 
 log = logging.getLogger(__name__)
 
-RETRIES = Counter("forewarn_send_retries_total", "Sends or look-ups tried again, by what went wrong",
-                  ["provider", "reason"])
-UNKNOWN_OUTCOMES = Counter("forewarn_outcome_unknown_total",
-                           "Sends whose outcome was unknown (5xx, time-out), by how that was resolved",
-                           ["provider", "resolution"])
-OPTOUTS = Counter("forewarn_optouts_total", "Customers who withdrew consent at a provider", ["channel", "source"])
-FALLBACKS = Counter("forewarn_fallbacks_total", "Fallbacks requested after a channel failed for good",
-                    ["failed_channel", "source"])
 
 
 def now_iso() -> str:
@@ -74,7 +65,7 @@ def fallback_record(notification_id: str, customer_id: str, rule: str, failed_ch
 
 
 @dataclass
-class Outcome:
+class DeliveryOutcome:
     notification: dict[str, Any]
     delivery: dict[str, Any]
     parked: str | None = None  # why the retry budget ran out; None when settled
@@ -84,7 +75,7 @@ class Outcome:
     fallback: dict[str, Any] | None = None
 
 
-class Dispatcher:
+class Courier:
     """Delivers notifications through ``channels`` (``{"sms": ..., "email": ...}``)."""
 
     backoff_base: ClassVar[float] = 0.5
@@ -114,7 +105,7 @@ class Dispatcher:
         return self.backoff(step)
 
     async def deliver_all(self, notifications: Sequence[dict[str, Any]],
-                          unsure: Mapping[str, tuple[datetime | None, str]] | None = None) -> list[Outcome]:
+                          unsure: Mapping[str, tuple[datetime | None, str]] | None = None) -> list[DeliveryOutcome]:
         """Every notification's outcome, in input order; one recipient's messages are sent in order.
 
         ``unsure``: notification id -> (first attempt, why), for those that may have been sent
@@ -124,7 +115,7 @@ class Dispatcher:
         by_recipient: dict[tuple[str, str], list[int]] = {}
         for index, notification in enumerate(notifications):
             by_recipient.setdefault((notification["channel"], notification["to"]), []).append(index)
-        outcomes: list[Outcome | None] = [None] * len(notifications)
+        outcomes: list[DeliveryOutcome | None] = [None] * len(notifications)
 
         async def in_order(indices: list[int]) -> None:
             for index in indices:
@@ -136,7 +127,7 @@ class Dispatcher:
         return outcomes  # type: ignore[return-value]  every slot is filled
 
     async def deliver(self, notification: dict[str, Any], *, since: datetime | None = None,
-                      unknown: str | None = None) -> Outcome:
+                      unknown: str | None = None) -> DeliveryOutcome:
         """One notification, within the retry budget. ``unknown``: an earlier round left its outcome unknown."""
         channel = self.channels[notification["channel"]]
         provider = channel.provider
@@ -182,19 +173,19 @@ class Dispatcher:
             UNKNOWN_OUTCOMES.labels(provider, "parked").inc()
         reason = f"retry budget of {self.attempts} steps spent after {sends} sends: {last_error}"
         log.warning("notification %s parked: %s", notification["id"], reason)
-        return Outcome(notification, delivery(notification, "parked", provider, attempts=sends, error=reason),
+        return DeliveryOutcome(notification, delivery(notification, "parked", provider, attempts=sends, error=reason),
                        parked=reason, unknown=unknown, since=since.isoformat())
 
     def _handed_over(self, notification: dict[str, Any], handover: Handover, sends: int,
-                     note: str | None) -> Outcome:
+                     note: str | None) -> DeliveryOutcome:
         record = delivery(notification, handover.status, handover.provider, attempts=sends,
                           provider_message_id=handover.provider_message_id, error=note)
-        return Outcome(notification, record)
+        return DeliveryOutcome(notification, record)
 
     def _refused(self, channel: Channel, notification: dict[str, Any], refused: ChannelRejected,
-                 sends: int) -> Outcome:
+                 sends: int) -> DeliveryOutcome:
         reason = str(refused)
-        outcome = Outcome(notification, delivery(notification, "failed", channel.provider, attempts=sends,
+        outcome = DeliveryOutcome(notification, delivery(notification, "failed", channel.provider, attempts=sends,
                                                  error=reason))
         try:
             code = int(refused.code) if refused.code is not None else None

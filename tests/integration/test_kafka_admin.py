@@ -6,7 +6,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from streams.kafka_tools import API_VERSION, end_offsets, ensure_topics, lag, producer, read_topic
+from streams.kafka.admin import API_VERSION, end_offsets, ensure_topics, lag, producer, read_topic
 
 pytestmark = pytest.mark.broker
 
@@ -45,7 +45,7 @@ def test_the_lag_of_a_group_counts_to_the_end_of_a_big_last_batch(broker):
 
 def test_a_producer_whose_messages_were_not_delivered_says_so_when_flushed():
     """A tool that produces a file must not report success for messages Kafka never took."""
-    from streams.broker import EmbeddedBroker
+    from streams.kafka.embedded import EmbeddedBroker
     from streams.errors import BrokerError
 
     with EmbeddedBroker() as gone:

@@ -18,11 +18,11 @@ from typing import IO, Any
 import orjson
 
 from streams.core.config import CoreConfig
-from streams.core.decide import Decider, Notification
+from streams.core.decider import Decider, Notification
 from streams.core.directory import CustomerDirectory
-from streams.customer_files import read_customer_rows, upsert_event
+from streams.tools.customer_files import read_customer_rows, upsert_event
 from streams.errors import EventError
-from streams.events import parse_event, parse_timestamp
+from streams.core.events import parse_event, parse_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

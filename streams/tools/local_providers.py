@@ -16,9 +16,9 @@ import dataclasses
 import threading
 from typing import Any
 
-from streams.providers.imitation import Imitation
+from streams.tools.imitation import Imitation
 from streams.settings import Settings
-from streams.webhooks import SENDGRID_PATH, Receiver
+from streams.channels.receipts import SENDGRID_PATH, Receiver
 
 
 class LocalProviders:

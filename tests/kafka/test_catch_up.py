@@ -1,6 +1,6 @@
 """Timers wait until ingest, then decide, have read what their partitions held after a restart."""
 
-from streams.core.schedule import CatchUp
+from streams.kafka.catch_up import CatchUp
 
 SOURCE, EVENTS = ("carts", 0), ("forewarn-events", 0)
 

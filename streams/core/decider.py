@@ -28,7 +28,7 @@ from streams.core.render import Rendered, Renderer
 from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex
 from streams.errors import TemplateError
-from streams.events import customer_record
+from streams.core.events import customer_record
 
 ADDRESS_FIELD = {"sms": "phone", "email": "email"}
 LEDGER_KEEP = timedelta(days=30)
@@ -85,7 +85,7 @@ class Suppression:
         return {k: v for k, v in asdict(self).items() if v is not None or k == "customer_id"}
 
 
-Outcome = Notification | Suppression
+Decision = Notification | Suppression
 
 
 @functools.lru_cache(maxsize=64)  # one decision asks for the same few ids several times
@@ -179,7 +179,7 @@ class Decider:
     # -- entry points -------------------------------------------------------------------------
 
     def handle(self, event: dict[str, Any], now: datetime,
-               partition: int | None = None) -> Iterator[Outcome]:
+               partition: int | None = None) -> Iterator[Decision]:
         """Apply ``event`` to the state and yield what it causes now.
 
         ``partition`` restricts an outage fan-out to the customers one
@@ -217,7 +217,7 @@ class Decider:
         if event_type == "outage.resolved" and outage is not None:
             self._forget_outage(outage, event["data"]["outage_id"], partition)
 
-    def fire(self, due: Due, now: datetime) -> Iterator[Outcome]:
+    def fire(self, due: Due, now: datetime) -> Iterator[Decision]:
         """A pending message fell due: decide on it again against current state."""
         state = self.states.get(due.customer_id)
         entry = (state or {}).get("pending", {}).get(due.pending_id)
@@ -252,7 +252,7 @@ class Decider:
             state["outages"].pop(event["data"]["outage_id"], None)
             self.states[due.customer_id] = state
 
-    def fire_due(self, now: datetime, owns=lambda _: True) -> Iterator[Outcome]:
+    def fire_due(self, now: datetime, owns=lambda _: True) -> Iterator[Decision]:
         """Event-time mode: fire everything due by ``now``, in due order, each at its own due time."""
         for due in self.due.pop_due(now, owns):
             yield from self.fire(due, due.moment)
@@ -263,7 +263,7 @@ class Decider:
         if customer is not None and customer.get("consents", {}).get(channel, False):
             self.directory.upsert({**customer, "consents": {**customer.get("consents", {}), channel: False}})
 
-    def fall_back(self, record: dict[str, Any], now: datetime) -> Iterator[Outcome]:
+    def fall_back(self, record: dict[str, Any], now: datetime) -> Iterator[Decision]:
         """A channel failed for good: send the same message once on the next channel the rule names."""
         state = self.states.get(record["customer_id"])
         entry = (state or {}).get("fallbacks", {}).pop(record["notification_id"], None)
@@ -305,7 +305,7 @@ class Decider:
 
     # -- triggers and cancellation ----------------------------------------------------------
 
-    def _trigger(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Outcome]:
+    def _trigger(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Decision]:
         rule, event = trigger.rule, trigger.event
         stamp = _iso(now)
         if not rule.plan_for(customer.get("tier", "standard")).enabled:
@@ -347,7 +347,7 @@ class Decider:
             yield from self._deliver(trigger, customer, now)
 
     def _hold(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], now: datetime,
-              wait: timedelta | None) -> Iterator[Outcome]:
+              wait: timedelta | None) -> Iterator[Decision]:
         """Put the trigger in the pending table, or fold it into the pending message for the same key."""
         rule, event = trigger.rule, trigger.event
         pending_id = f"{rule.id}|{trigger.key}"
@@ -386,7 +386,7 @@ class Decider:
         self.due.schedule(customer_id, pending_id, entry["version"], due_at)
 
     def _cancel(self, rule: Rule, event: dict[str, Any], outage: dict[str, Any] | None, stamp: str,
-                partition: int | None) -> Iterator[Outcome]:
+                partition: int | None) -> Iterator[Decision]:
         match = rule.cancelled_by(event["type"])
         key = rule.key_of(event)
         if event["type"].startswith("outage."):
@@ -421,7 +421,7 @@ class Decider:
 
     # -- the decision to send -----------------------------------------------------------------
 
-    def _deliver(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Outcome]:
+    def _deliver(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Decision]:
         rule, event, key = trigger.rule, trigger.event, trigger.key
         stamp = _iso(now)
         plan = rule.plan_for(customer.get("tier", "standard"))
@@ -598,7 +598,7 @@ class Decider:
         return context
 
     def _defer(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], pending_id: str,
-               due_at: datetime, now: datetime, reason: str, detail: str) -> Iterator[Outcome]:
+               due_at: datetime, now: datetime, reason: str, detail: str) -> Iterator[Decision]:
         event = trigger.event
         existing = state["pending"].get(pending_id)
         entry = {"rule": trigger.rule.id, "key": trigger.key, "event": self._slim(event),

@@ -2,7 +2,7 @@
 
 Each fix is a small override of faust-streaming 0.15.3 / aiokafka 0.14.0,
 applied once by ``install`` before the app is made. The decisions are plain
-logic in ``streams.offsets``; here is only the wiring.
+logic in ``streams.kafka.commit_guard``; here is only the wiring.
 
 - A short fetch long-poll (faust fixes it at 1,500 ms; Tansu does not answer a
   waiting fetch when data arrives on another of its partitions).
@@ -30,7 +30,7 @@ from aiokafka.record import default_records as aiokafka_py_default_records
 from aiokafka.record._crecords import default_records as aiokafka_default_records
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
-from streams.offsets import CommitGuard, ReadFence
+from streams.kafka.commit_guard import CommitGuard, ReadFence
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ async def true_ends(reported, bootstrap: list[str]):
     """
     from kafka import TopicPartition
 
-    from streams.kafka_tools import read_end_offsets
+    from streams.kafka.admin import read_end_offsets
 
     if not any(end and end > 0 for end in reported.values()):
         return reported  # empty changelogs: nothing to check, no connection to make

@@ -19,7 +19,7 @@ dropped as already read, or they open a false "gap" that faust then commits
 past as if the broker had nothing there. ``ReadFence`` holds back records that
 a seek made stale: the seek reads them again.
 
-Plain logic; the wiring into faust is in ``streams.consumer``.
+Plain logic; the wiring into faust is in ``streams.kafka.faust_fixes``.
 """
 
 from __future__ import annotations

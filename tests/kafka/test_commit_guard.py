@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.offsets import CommitGuard, ReadFence
+from streams.kafka.commit_guard import CommitGuard, ReadFence
 
 P = ("notifications", 1)
 

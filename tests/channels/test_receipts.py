@@ -14,11 +14,12 @@ import aiohttp
 import orjson
 from twilio.request_validator import RequestValidator
 
-from streams.channels.dispatcher import Dispatcher
-from streams.events import Schemas
-from streams.providers.imitation import Imitation
+from streams.channels.courier import Courier
+from streams.core.events import Schemas
+from streams.tools.imitation import Imitation
 from streams.settings import Settings
-from streams.webhooks import REJECTED, SENDGRID_PATH, Receiver
+from streams.channels.receipts import SENDGRID_PATH, Receiver
+from streams.metrics import REJECTED
 from tests.channels.support import notification, providers
 
 
@@ -61,7 +62,7 @@ def test_twilio_status_callbacks_become_deliveries_and_an_undelivered_sms_asks_f
         async with receiving() as (fake, sms, email, receiver, published, _):
             fine, lost = notification(1, fallback=["email"]), notification(2, fallback=["email"])
             fake.undeliverable(lost["to"], "undelivered", 30003)
-            await Dispatcher({"sms": sms, "email": email}).deliver_all([fine, lost])
+            await Courier({"sms": sms, "email": email}).deliver_all([fine, lost])
             deliveries = await settle(published, "deliveries", 4)
             statuses = {(d["notification_id"], d["status"]) for d in deliveries}
             assert statuses == {(fine["id"], "sent"), (fine["id"], "delivered"),
@@ -84,7 +85,7 @@ def test_sendgrid_events_become_deliveries_bounces_fall_back_and_unsubscribes_op
             leaving = notification(5, "email")
             fake.bounce(bounced["to"], "bounce")
             fake.bounce(leaving["to"], "unsubscribe")
-            await Dispatcher({"sms": sms, "email": email}).deliver_all([fine, bounced, leaving])
+            await Courier({"sms": sms, "email": email}).deliver_all([fine, bounced, leaving])
             deliveries = await settle(published, "deliveries", 5)
             await settle(published, "optouts", 1)
             statuses = {(d["notification_id"], d["status"]) for d in deliveries}

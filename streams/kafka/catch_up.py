@@ -1,0 +1,64 @@
+"""Timers wait after a restart or rebalance until the hops have read what their partitions held.
+
+Answers no faust bug but a property of any restart: the pending messages come
+back with the state table at once, the events that cancel them may still wait
+in the topics. Proved by ``tests/integration/test_restart.py`` (a checkout made
+while the worker was down, behind 5,000 other events, still cancels its
+reminder) and unit-tested in ``tests/kafka/test_catch_up.py``.
+"""
+
+from __future__ import annotations
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
+
+
+class CatchUp:
+    """Whether the hops have read what was on their partitions when this worker got them.
+
+    After a restart or a rebalance the pending messages come back with the
+    state table, while the events that cancel them (a cart checked out) may
+    still wait in the topics. A timer that fired first would nudge a customer
+    who has paid. So timers wait until each stage has processed its partitions
+    up to the end offsets taken when the stage before it was done: first the
+    source topics (ingest), then ``forewarn-events`` (decide), whose end is
+    only known once ingest has routed what it had.
+    """
+
+    def __init__(self, stages: list[list[str]]) -> None:
+        self.stages = stages  # topic names per stage, upstream first
+        self._stage = 0
+        self._targets: Offsets | None = None
+        self._processed: Offsets = {}
+        self.generation = 0  # moves on every reset: end offsets asked for before it are stale
+
+    @property
+    def open(self) -> bool:
+        return self._stage >= len(self.stages)
+
+    def reset(self) -> None:
+        """Partitions moved: read up to their current ends again before timers fire."""
+        self._stage, self._targets = 0, None
+        self._processed.clear()
+        self.generation += 1
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        if offset >= self._processed.get(key, -1):
+            self._processed[key] = offset
+
+    def wanted(self) -> list[str]:
+        """The topics whose end offsets are needed now; empty while they are being waited for, or when open."""
+        return [] if self.open or self._targets is not None else self.stages[self._stage]
+
+    def targets(self, ends: Offsets) -> None:
+        self._targets = dict(ends)
+
+    def advance(self, committed: Offsets) -> bool:
+        """Move through the stages that are done; ``committed``: each partition's committed offset (next to read)."""
+        while not self.open and self._targets is not None:
+            behind = [tp for tp, end in self._targets.items()
+                      if max(self._processed.get(tp, -1) + 1, committed.get(tp, 0)) < end]
+            if behind:
+                return False
+            self._stage, self._targets = self._stage + 1, None
+        return self.open
