@@ -45,16 +45,19 @@ def worker() -> None:
     from streams.kafka.embedded import bootstrap_servers
     from streams.kafka.admin import ensure_topics
 
+    from dataclasses import replace
+
     settings = Settings.from_env()
-    _preflight(settings)
+    config = _preflight(settings)
     with bootstrap_servers(settings.bootstrap_servers) as bootstrap:
         if not settings.bootstrap_servers:
             err.print(f"embedded broker on {bootstrap} (memory only)")
         ensure_topics(bootstrap, settings.topics.all(), settings.partitions)
         from faust.worker import Worker
 
-        from streams.worker import app
+        from streams.worker import build_app
 
+        app = build_app(replace(settings, bootstrap_servers=bootstrap), config)
         gc_tuning.tune()
         Worker(app, loglevel=settings.log_level).execute_from_commandline()
 

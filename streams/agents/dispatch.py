@@ -15,7 +15,7 @@ stopped: the provider is asked whether it has it before it is sent.
 The window is the bound on messages in flight: while it is busy, nothing more
 is taken, and faust stops fetching once its buffer is full (backpressure).
 
-What the courier decides (``streams.channels.courier``) lands here:
+What the courier decides (``streams.channels.courier.Courier``) lands here:
 ``deliveries`` always; ``optouts`` and ``fallbacks`` keyed and partitioned by
 customer, as the decide agent places a customer; a notification whose retry
 budget ran out goes to ``notifications.retry`` (in the notification's own
@@ -33,37 +33,25 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import faust
 import orjson
 
-from streams.kafka.sends import ChangelogTable, Sends
-from streams.worker import (app, deadletter_topic, deliveries_topic, dispatched_table, notifications_topic, raw_topic,
-                         settings)
+from streams.agents.topics import Pipeline
 from streams.channels.courier import Courier, DeliveryOutcome
 from streams.channels.ledger import DONE, SENDING, Mark, SendLedger
-from streams.channels.registry import channels_from_env
+from streams.channels.registry import channels_for
 from streams.core.directory import owner_partition
 from streams.core.events import deadletter_record
+from streams.kafka.sends import ChangelogTable, Sends
 from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
 
 log = logging.getLogger(__name__)
-retry_topic = raw_topic(settings.topics.retry)
-optouts_topic = raw_topic(settings.topics.optouts)
-fallbacks_topic = raw_topic(settings.topics.fallbacks)
-
-channels = channels_from_env(settings)
-courier = Courier(channels, attempts=settings.dispatch_attempts)
 # How long a window waits to fill: short, a lone notification should not wait for company.
 WINDOW_WAIT = 0.05
-IN_FLIGHT = "in flight when a courier stopped"
+IN_FLIGHT = "in flight when a dispatcher stopped"
 
 
-def owned_share() -> None:
-    """Pace with the share of the account's rate that our partitions of ``notifications`` stand for."""
-    owned = sum(1 for tp in app.consumer.assignment() if tp.topic == settings.topics.notifications)
-    courier.set_share(owned, settings.partitions)
-
-
-def parse(event) -> dict[str, Any] | None:
+def parse(event, channels) -> dict[str, Any] | None:
     try:
         notification = orjson.loads(event.value)
     except orjson.JSONDecodeError:
@@ -73,28 +61,12 @@ def parse(event) -> dict[str, Any] | None:
     return notification if all(notification.get(k) for k in ("id", "to", "customer_id", "rule")) else None
 
 
-async def dead(sends: Sends, event, reason: str) -> None:
-    record = deadletter_record(topic=event.message.topic, partition=event.message.partition,
-                               offset=event.message.offset, key=event.message.key, value=event.value, reason=reason)
-    await sends.send(deadletter_topic, event.message.key, orjson.dumps(record))
-
-
-async def record(sends: Sends, outcome: DeliveryOutcome) -> None:
-    notification = outcome.notification
-    DELIVERIES.labels(outcome.delivery["channel"], outcome.delivery["provider"], outcome.delivery["status"]).inc()
-    await sends.send(deliveries_topic, notification["id"].encode(), orjson.dumps(outcome.delivery))
-    for topic, extra in ((optouts_topic, outcome.optout), (fallbacks_topic, outcome.fallback)):
-        if extra is not None:
-            await sends.send(topic, extra["customer_id"].encode(), orjson.dumps(extra),
-                             partition=owner_partition(extra["customer_id"], settings.partitions))
-
-
 def watch_offsets(seen: dict[int, int], event) -> None:
     """Warn when the consumer hands over an offset past the next one: the ones between were never seen here."""
     partition, offset = event.message.partition, event.message.offset
     last = seen.get(partition)
     if last is not None and offset > last + 1:
-        log.warning("notifications partition %d: offsets %d to %d never reached the courier",
+        log.warning("notifications partition %d: offsets %d to %d never reached the dispatcher",
                     partition, last + 1, offset - 1)
     seen[partition] = offset
 
@@ -111,12 +83,18 @@ class Item:
     unknown: str | None = None  # an earlier round left the outcome unknown
 
 
+Settled = Callable[[Item, DeliveryOutcome], Awaitable[None]]
+
+
 class GuardedSends:
     """One agent's sends through the ledger: mark, send, record, mark done."""
 
-    def __init__(self) -> None:
-        self.sends = Sends(app)
-        self.ledger = SendLedger(ChangelogTable(dispatched_table, self.sends), retention=settings.sent_retention)
+    def __init__(self, pipeline: Pipeline, courier: Courier, sends: Sends):
+        self.pipeline = pipeline
+        self.courier = courier
+        self.sends = sends
+        self.ledger = SendLedger(ChangelogTable(pipeline.dispatched, sends),
+                                 retention=pipeline.settings.sent_retention)
 
     def sent_before(self, notification: dict[str, Any], mark: Mark | None, *, parked_counts: bool = True) -> bool:
         """This id was sent already (or parked, and the retry round owns it): count it and let it be."""
@@ -126,22 +104,19 @@ class GuardedSends:
         log.debug("notification %s was sent before (%s); not sent again", notification["id"], mark.status)
         return True
 
-    async def window(self, items: list[Item], settled: Callable[[Item, DeliveryOutcome], Awaitable[None]]) -> None:
+    async def dead(self, event, reason: str) -> None:
+        record = deadletter_record(topic=event.message.topic, partition=event.message.partition,
+                                   offset=event.message.offset, key=event.message.key, value=event.value,
+                                   reason=reason)
+        await self.sends.send(self.pipeline.deadletter, event.message.key, orjson.dumps(record))
+
+    async def window(self, items: list[Item], settled: Settled) -> None:
         """Send ``items``; ``settled`` is called for each outcome before its mark says done."""
-        now, unsure = datetime.now(timezone.utc), {}
-        for item in items:
-            key, mark = item.notification["id"], item.mark
-            if mark is not None and mark.state == SENDING:
-                unsure[key] = (datetime.fromisoformat(mark.since), IN_FLIGHT)
-                continue
-            self.sends.partition = item.partition
-            self.ledger.sending(key, item.partition, item.since or now)
-            if item.unknown is not None:
-                unsure[key] = (item.since, item.unknown)
+        unsure = self._mark_sending(items)
         await self.sends.flush()  # every mark on Kafka before the first request goes out
-        outcomes = await courier.deliver_all([item.notification for item in items], unsure)
+        outcomes = await self.courier.deliver_all([item.notification for item in items], unsure)
         for item, outcome in zip(items, outcomes):
-            await record(self.sends, outcome)
+            await self._record(outcome)
             await settled(item, outcome)
         await self.sends.flush()  # the outcomes on Kafka before the marks say done
         for item, outcome in zip(items, outcomes):
@@ -152,51 +127,84 @@ class GuardedSends:
             self.ledger.forget(key)
         await self.sends.flush()  # before take_events acks the window
 
+    def _mark_sending(self, items: list[Item]) -> dict[str, tuple[datetime | None, str]]:
+        """Mark each item ``sending``; the ones whose outcome is not known yet, with since when."""
+        now, unsure = datetime.now(timezone.utc), {}
+        for item in items:
+            key, mark = item.notification["id"], item.mark
+            if mark is not None and mark.state == SENDING:
+                unsure[key] = (datetime.fromisoformat(mark.since), IN_FLIGHT)
+                continue
+            self.sends.partition = item.partition
+            self.ledger.sending(key, item.partition, item.since or now)
+            if item.unknown is not None:
+                unsure[key] = (item.since, item.unknown)
+        return unsure
 
-@app.agent(notifications_topic, concurrency=1)
-async def dispatch(stream):
-    guarded = GuardedSends()
+    async def _record(self, outcome: DeliveryOutcome) -> None:
+        notification, pipeline = outcome.notification, self.pipeline
+        DELIVERIES.labels(outcome.delivery["channel"], outcome.delivery["provider"], outcome.delivery["status"]).inc()
+        await self.sends.send(pipeline.deliveries, notification["id"].encode(), orjson.dumps(outcome.delivery))
+        for topic, extra in ((pipeline.optouts, outcome.optout), (pipeline.fallbacks, outcome.fallback)):
+            if extra is not None:
+                await self.sends.send(topic, extra["customer_id"].encode(), orjson.dumps(extra),
+                                      partition=owner_partition(extra["customer_id"], pipeline.settings.partitions))
 
-    async def settled(item: Item, outcome: DeliveryOutcome) -> None:
-        if outcome.parked:
-            now = time.time()
-            parked = {"notification": outcome.notification, "reason": outcome.parked,
-                      "unknown": outcome.unknown, "since": outcome.since,
-                      "parked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
-                      "retry_at": now + settings.retry_delay}
-            await guarded.sends.send(retry_topic, outcome.notification["id"].encode(), orjson.dumps(parked),
-                                     partition=item.partition)
 
-    seen: dict[int, int] = {}
-    async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-        owned_share()
-        items, taken = [], set()
+class Dispatch:
+    """The dispatch agent's window (``notifications``) and the retry round's (``notifications.retry``)."""
+
+    def __init__(self, pipeline: Pipeline, courier: Courier, first: GuardedSends, retry: GuardedSends,
+                 owned_notifications: Callable[[], int]):
+        self.pipeline = pipeline
+        self.settings = pipeline.settings
+        self.courier = courier
+        self.first = first
+        self.retry = retry
+        self.owned_notifications = owned_notifications
+        self._seen: dict[int, int] = {}
+
+    def owned_share(self) -> None:
+        """Pace with the share of the account's rate that our partitions of ``notifications`` stand for."""
+        self.courier.set_share(self.owned_notifications(), self.settings.partitions)
+
+    async def window(self, events) -> None:
+        self.owned_share()
+        guarded, items, taken = self.first, [], set()
         for event in events:
-            watch_offsets(seen, event)
-            notification = parse(event)
+            watch_offsets(self._seen, event)
+            notification = parse(event, self.courier.channels)
             if notification is None:
-                await dead(guarded.sends, event,
-                           "not a notification (JSON object with id, channel, to, customer_id, rule)")
+                await guarded.dead(event, "not a notification (JSON object with id, channel, to, customer_id, rule)")
             elif notification["id"] not in taken:
                 mark = guarded.ledger.get(notification["id"])
                 if not guarded.sent_before(notification, mark):
                     taken.add(notification["id"])
                     items.append(Item(event.message.partition, notification, event, mark))
-        await guarded.window(items, settled)
+        await guarded.window(items, self._park)
 
-
-@app.agent(retry_topic, concurrency=1)
-async def redispatch(stream):
-    """One more round for parked notifications, ``FOREWARN_RETRY_DELAY`` after parking; then deadletter."""
-    guarded = GuardedSends()
-
-    async def settled(item: Item, outcome: DeliveryOutcome) -> None:
+    async def _park(self, item: Item, outcome: DeliveryOutcome) -> None:
         if outcome.parked:
-            await dead(guarded.sends, item.event, f"undeliverable after two rounds: {outcome.parked}")
+            now = time.time()
+            parked = {"notification": outcome.notification, "reason": outcome.parked,
+                      "unknown": outcome.unknown, "since": outcome.since,
+                      "parked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+                      "retry_at": now + self.settings.retry_delay}
+            await self.first.sends.send(self.pipeline.retry, outcome.notification["id"].encode(),
+                                        orjson.dumps(parked), partition=item.partition)
 
-    async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-        owned_share()
-        items, entries, taken = [], [], set()
+    async def retry_window(self, events) -> None:
+        """One more round for parked notifications, ``FOREWARN_RETRY_DELAY`` after parking; then deadletter."""
+        self.owned_share()
+        items, retry_at = await self._parked_items(events)
+        # Records arrive in parking order, so waiting for the last one's time waits for them all.
+        wait = max(retry_at, default=0) - time.time()
+        if wait > 0:
+            await asyncio.sleep(min(wait, self.settings.retry_delay))
+        await self.retry.window(items, self._give_up)
+
+    async def _parked_items(self, events) -> tuple[list[Item], list[float]]:
+        guarded, items, retry_at, taken = self.retry, [], [], set()
         for event in events:
             try:
                 entry = orjson.loads(event.value)
@@ -204,7 +212,7 @@ async def redispatch(stream):
                 notification_id = notification["id"]
                 since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                await dead(guarded.sends, event, "not a parked notification")
+                await guarded.dead(event, "not a parked notification")
                 continue
             if notification_id in taken:
                 continue
@@ -212,10 +220,33 @@ async def redispatch(stream):
             if guarded.sent_before(notification, mark, parked_counts=False):
                 continue
             taken.add(notification_id)
-            entries.append(entry)
+            retry_at.append(entry.get("retry_at", 0))
             items.append(Item(event.message.partition, notification, event, mark, since, entry.get("unknown")))
-        # Records arrive in parking order, so waiting for the last one's time waits for them all.
-        wait = max((entry.get("retry_at", 0) for entry in entries), default=0) - time.time()
-        if wait > 0:
-            await asyncio.sleep(min(wait, settings.retry_delay))
-        await guarded.window(items, settled)
+        return items, retry_at
+
+    async def _give_up(self, item: Item, outcome: DeliveryOutcome) -> None:
+        if outcome.parked:
+            await self.retry.dead(item.event, f"undeliverable after two rounds: {outcome.parked}")
+
+
+def register(app: faust.App, pipeline: Pipeline) -> Dispatch:
+    settings = pipeline.settings
+    courier = Courier(channels_for(settings), attempts=settings.dispatch_attempts)
+
+    def owned_notifications() -> int:
+        return sum(1 for tp in app.consumer.assignment() if tp.topic == settings.topics.notifications)
+
+    hop = Dispatch(pipeline, courier, GuardedSends(pipeline, courier, Sends.of_app(app)),
+                   GuardedSends(pipeline, courier, Sends.of_app(app)), owned_notifications)
+
+    @app.agent(pipeline.notifications, concurrency=1, name="dispatch")
+    async def dispatch(stream):
+        async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
+            await hop.window(events)
+
+    @app.agent(pipeline.retry, concurrency=1, name="redispatch")
+    async def redispatch(stream):
+        async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
+            await hop.retry_window(events)
+
+    return hop

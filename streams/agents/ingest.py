@@ -7,14 +7,19 @@ outage concerns everyone, so it is handed to every partition.
 
 from __future__ import annotations
 
+import faust
 import orjson
 
-from streams.kafka.sends import Sends
-from streams.worker import app, catch_up, deadletter_topic, events_topic, settings, source_topics
+from streams.agents.topics import Pipeline
 from streams.core.directory import owner_partition
-from streams.errors import EventError
 from streams.core.events import deadletter_record, parse_event
+from streams.errors import EventError
+from streams.kafka.catch_up import CatchUp
+from streams.kafka.sends import Sends
 from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
+
+BATCH = 1_000  # events routed before their messages are shipped together
+BATCH_WAIT = 0.005  # seconds a batch waits to fill: what a lone event waits at most
 
 
 def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
@@ -24,35 +29,46 @@ def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
     return [(event["customer_id"].encode(), owner_partition(event["customer_id"], partitions))]
 
 
-BATCH = 1_000  # events routed before their messages are shipped together
-BATCH_WAIT = 0.005  # seconds a batch waits to fill: what a lone event waits at most
+class Ingest:
+    """What the agent does with each batch of source events; no faust in here but the records it is handed."""
 
+    def __init__(self, pipeline: Pipeline, sends: Sends, catch_up: CatchUp):
+        self.pipeline = pipeline
+        self.sends = sends
+        self.catch_up = catch_up
 
-@app.agent(source_topics, concurrency=1)
-async def ingest(stream):
-    sends = Sends(app)
-    # In batches, so that a batch's messages share record batches: a message each would cost a future and
-    # a lingering send. Every batch is in the producer before take_events acks it (faust flushes, then commits).
-    async for events in stream.take_events(BATCH, within=BATCH_WAIT):
+    async def batch(self, events) -> None:
+        # A batch's messages share record batches: a message each would cost a future and a lingering
+        # send. Every batch is in the producer before take_events acks it (faust flushes, then commits).
         for event in events:
-            await route(sends, event)
-        await sends.end_batch()
-        if not catch_up.open:
+            await self.route(event)
+        await self.sends.end_batch()
+        if not self.catch_up.open:
             for event in events:
-                catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
+                self.catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
+
+    async def route(self, event) -> None:
+        message = event.message
+        EVENTS_CONSUMED.labels(message.topic).inc()
+        try:
+            parsed = parse_event(event.value)
+        except EventError as exc:
+            EVENTS_DEADLETTERED.labels(message.topic).inc()
+            record = deadletter_record(topic=message.topic, partition=message.partition,
+                                       offset=message.offset, key=message.key,
+                                       value=event.value, reason=str(exc))
+            await self.sends.send(self.pipeline.deadletter, message.key, orjson.dumps(record))
+        else:
+            for key, partition in routes(parsed, self.pipeline.settings.partitions):
+                await self.sends.send(self.pipeline.events, key, event.value, partition)
 
 
-async def route(sends: Sends, event) -> None:
-    message = event.message
-    EVENTS_CONSUMED.labels(message.topic).inc()
-    try:
-        parsed = parse_event(event.value)
-    except EventError as exc:
-        EVENTS_DEADLETTERED.labels(message.topic).inc()
-        record = deadletter_record(topic=message.topic, partition=message.partition,
-                                   offset=message.offset, key=message.key,
-                                   value=event.value, reason=str(exc))
-        await sends.send(deadletter_topic, message.key, orjson.dumps(record))
-    else:
-        for key, partition in routes(parsed, settings.partitions):
-            await sends.send(events_topic, key, event.value, partition)
+def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp) -> Ingest:
+    hop = Ingest(pipeline, Sends.of_app(app), catch_up)
+
+    @app.agent(pipeline.sources, concurrency=1, name="ingest")
+    async def ingest(stream):
+        async for events in stream.take_events(BATCH, within=BATCH_WAIT):
+            await hop.batch(events)
+
+    return hop

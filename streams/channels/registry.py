@@ -22,7 +22,7 @@ def sendgrid_configured(settings: Settings) -> bool:
     return bool(settings.sendgrid_api_key and settings.sendgrid_from)
 
 
-def channels_from_env(settings: Settings) -> dict[str, Channel]:
+def channels_for(settings: Settings) -> dict[str, Channel]:
     """Provider channels where their credentials are set; otherwise the local outbox."""
     outbox: OutboxChannel | None = None
 

@@ -9,6 +9,16 @@ reminder) and unit-tested in ``tests/kafka/test_catch_up.py``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import faust
+from kafka import TopicPartition
+
+from streams.kafka import faust_fixes
+from streams.kafka.admin import read_end_offsets
+
+log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 
 
@@ -62,3 +72,54 @@ class CatchUp:
                 return False
             self._stage, self._targets = self._stage + 1, None
         return self.open
+
+
+class CatchUpWatch:
+    """Asks the broker and faust's consumer whether the stages of ``catch_up`` are done (the 1 s timer asks).
+
+    Knows faust's internals: the consumer's assignment and committed offsets,
+    and where ``streams.kafka.faust_fixes`` left each partition after its seek.
+    """
+
+    def __init__(self, app: faust.App, catch_up: CatchUp, bootstrap: list[str], events_topic: str):
+        self.app = app
+        self.catch_up = catch_up
+        self.bootstrap = bootstrap
+        self.events_topic = events_topic
+
+    async def caught_up(self) -> bool:
+        """Whether ingest and decide have read what their partitions held since the last rebalance."""
+        app, catch_up = self.app, self.catch_up
+        if app.rebalancing or not app.consumer.assignment():
+            return False
+        topics = catch_up.wanted()
+        if topics and not await self._ask_targets(topics):
+            return False
+        committed = dict(faust_fixes.start_offsets)
+        for tp, offset in app.consumer._committed_offset.items():
+            committed[(tp.topic, tp.partition)] = max(offset or 0, committed.get((tp.topic, tp.partition), 0))
+        if catch_up.advance(committed):
+            log.info("caught up with the partitions' events: timers fire")
+            return True
+        return False
+
+    async def _ask_targets(self, topics: list[str]) -> bool:
+        generation = self.catch_up.generation
+        partitions = [tp for tp in self.app.consumer.assignment() if tp.topic in topics]
+        if self.events_topic in topics:
+            await self.app.producer.flush()  # what ingest routed is on the broker, inside the end offsets
+        try:
+            ends = await asyncio.get_running_loop().run_in_executor(None, self._read_ends, partitions)
+        except Exception as exc:  # noqa: BLE001  broker trouble: the timer asks again in a second
+            log.warning("reading end offsets to catch up with failed: %r", exc)
+            return False
+        if self.catch_up.generation != generation:
+            return False
+        self.catch_up.targets(ends)
+        return True
+
+    def _read_ends(self, partitions) -> Offsets:
+        if not partitions:
+            return {}
+        ends = read_end_offsets(self.bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}

@@ -7,7 +7,6 @@ install. Memory storage only: everything is gone when it stops. Apache Kafka
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import tempfile
@@ -83,8 +82,4 @@ def bootstrap_servers(configured: str | None) -> Iterator[str]:
         yield configured
         return
     with EmbeddedBroker() as broker:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        try:
-            yield broker.bootstrap
-        finally:
-            os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        yield broker.bootstrap

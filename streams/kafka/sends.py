@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -42,8 +42,8 @@ class Sends:
     bulk_after: int = 64
     changes_per_flush: int = 5_000
 
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
+    def __init__(self, producer: Callable[[], Any]) -> None:
+        self._producer_of = producer  # the aiokafka producer, once the worker has started it
         self._pending: deque[tuple[asyncio.Future, int]] = deque()
         self._unacked = 0
         self._open: dict[tuple[str, int], Any] = {}
@@ -52,9 +52,13 @@ class Sends:
         self._changed: dict[tuple[str, Any], int] = {}
         self.partition: int | None = None
 
+    @classmethod
+    def of_app(cls, app: faust.App) -> "Sends":
+        return cls(lambda: app.producer._producer)  # the aiokafka producer faust flushes before committing
+
     @property
     def _producer(self):
-        return self.app.producer._producer  # the aiokafka producer faust flushes before committing
+        return self._producer_of()
 
     async def send(self, topic: faust.TopicT | str, key: bytes | None, value: bytes | None,
                    partition: int | None = None) -> None:

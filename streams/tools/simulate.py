@@ -1,7 +1,8 @@
 """Run the decision core over files, on event time, with no broker.
 
-Time is the events' own: before each event, every pending message due by then
-is decided at its due time; what is still pending after the last event is
+Time is the events' own (``streams.core.clock.EventClock``, as in the worker's
+event-time mode): before each event, every pending message due by then is
+decided at its due time; what is still pending after the last event is
 decided at its due time too. Ops replay events against changed rules and read what would have been sent
 (``notifications.jsonl``), held back (``suppressed.jsonl``) and refused as
 invalid input (``rejected.jsonl``). It is the same Decider the worker runs.
@@ -17,12 +18,13 @@ from typing import IO, Any
 
 import orjson
 
+from streams.core.clock import EventClock
 from streams.core.config import CoreConfig
 from streams.core.decider import Decider, Notification
 from streams.core.directory import CustomerDirectory
 from streams.tools.customer_files import read_customer_rows, upsert_event
 from streams.errors import EventError
-from streams.core.events import parse_event, parse_timestamp
+from streams.core.events import parse_event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -80,7 +82,7 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
     report = SimulationReport()
     decider = Decider(config.rules, config.renderer, CustomerDirectory())
     outputs = _Outputs(out)
-    watermark: datetime | None = None
+    clock = EventClock()  # sorted input: no lateness; the worker's event clock is the same class
 
     def count(outcomes) -> None:
         for outcome in outcomes:
@@ -120,10 +122,10 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
                     outputs.write("rejected", {"file": str(events), "line": line, "reason": str(exc)})
                     continue
                 report.events += 1
-                moment = parse_timestamp(event["occurred_at"])
-                watermark = moment if watermark is None else max(watermark, moment)
-                count(decider.fire_due(watermark))
-                count(decider.handle(event, watermark))
+                tick = clock.tick(event)
+                if tick.fire_until is not None:
+                    count(decider.fire_due(tick.fire_until))
+                count(decider.handle(event, tick.now))
         # What is still pending when the events run out is decided at its own due time.
         while (next_at := decider.due.next_at()) is not None:
             count(decider.fire_due(next_at))

@@ -14,7 +14,7 @@ from streams.kafka.embedded import free_port
 from streams.errors import OutcomeUnknown
 from streams.channels.email_sendgrid import SendGridEmailChannel
 from streams.channels.outbox import OutboxChannel
-from streams.channels.registry import channels_from_env
+from streams.channels.registry import channels_for
 from streams.channels.sms_twilio import TwilioSmsChannel
 from streams.errors import ChannelUnavailable, ConfigError
 from streams.settings import Settings
@@ -113,13 +113,13 @@ def test_the_twilio_transport_never_retries_by_itself_and_always_has_a_timeout()
 
 def test_the_registry_picks_providers_only_when_their_credentials_are_set(tmp_path):
     base = dataclasses.replace(Settings(), outbox_dir=tmp_path)
-    offline = channels_from_env(base)
+    offline = channels_for(base)
     assert isinstance(offline["sms"], OutboxChannel) and offline["sms"] is offline["email"]
-    online = channels_from_env(dataclasses.replace(
+    online = channels_for(dataclasses.replace(
         base, twilio_account_sid="AC1", twilio_auth_token="t", twilio_messaging_service_sid="MG1",
         sendgrid_api_key="SG.k", sendgrid_from="noreply@forewarn.example"))
     assert isinstance(online["sms"], TwilioSmsChannel) and isinstance(online["email"], SendGridEmailChannel)
-    half = channels_from_env(dataclasses.replace(base, twilio_account_sid="AC1", twilio_auth_token="t"))
+    half = channels_for(dataclasses.replace(base, twilio_account_sid="AC1", twilio_auth_token="t"))
     assert isinstance(half["sms"], OutboxChannel)  # no sender: not configured
     with pytest.raises(ConfigError):
         TwilioSmsChannel("AC1", "t")
