@@ -1,8 +1,14 @@
-"""Synchronous Kafka tools on kafka-python: topics, producing files, reading topics, lag.
+"""Synchronous Kafka tools on kafka-python: topics, end offsets, lag, producing and reading topics.
 
-``api_version`` is pinned to 2.5 because version probing and consumer groups
-misbehave against the embedded broker otherwise; it is a protocol level every
-Kafka since 2.5 speaks.
+Workarounds here, each with the test that proves it:
+- ``api_version`` is pinned to 2.5: version probing and consumer groups misbehave
+  against Tansu otherwise; every Kafka since 2.5 speaks it.
+- ``end_offsets`` reads past the reported end: Tansu 0.6 answers ListOffsets with
+  the last batch's first offset + 1, and kafka-python hands out 500 records a
+  poll (``tests/integration/test_kafka_admin.py``, first two tests).
+- ``CheckedProducer``: kafka-python reports a failed delivery only on each
+  message's future, so a tool that keeps none would lose messages quietly
+  (``tests/integration/test_kafka_admin.py``, the third test).
 """
 
 from __future__ import annotations

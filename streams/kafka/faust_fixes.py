@@ -1,22 +1,20 @@
 """faust's Kafka consumer, with the fixes this pipeline needs to lose nothing.
 
-Each fix is a small override of faust-streaming 0.15.3 / aiokafka 0.14.0,
-applied once by ``install`` before the app is made. The decisions are plain
-logic in ``streams.kafka.commit_guard``; here is only the wiring.
+Each fix is a small override of faust-streaming 0.15.3 / aiokafka 0.14.0 on
+Tansu 0.6 or Kafka, applied by ``install`` when ``streams.worker.build_app``
+makes the app (never at import). The decisions are plain logic in
+``streams.kafka.commit_guard``; here is only the wiring. Any upgrade of faust,
+aiokafka or the broker re-runs ``tests/faults`` (``--long`` for full size).
 
-- A short fetch long-poll (faust fixes it at 1,500 ms; Tansu does not answer a
-  waiting fetch when data arrives on another of its partitions).
-- Partitions with nothing committed are sought to their beginning after table
-  recovery (aiokafka's ``seek_to_committed`` skips them, and what recovery had
-  fetched for them was dropped and never read again).
-- Table recovery reads each changelog to its real end (``true_ends``).
-- Only processed messages are acknowledged: a stream drops a message that
-  arrives while flow is stopped or from an older generation, and faust acks it
-  as if processed, so its offset would be committed past.
-- ``ReadFence``: records a seek made stale are held back (the seek reads them again).
-- ``CommitGuard``: no commit while a partition's head is unprocessed; after a
-  while the partition is read again from there.
-- lz4 at its fast level when producing.
+| fix | answers | proved by |
+| --- | --- | --- |
+| short fetch long-poll (``fetch_max_wait_ms``) | faust fixes it at 1,500 ms; Tansu does not answer a waiting fetch when data arrives on another of its partitions (up to half a second per hop) | ``bench/fanout.py``, ``bench/throughput.py`` |
+| seek partitions with no commit to their beginning | aiokafka's ``seek_to_committed`` skips them after table recovery, and what recovery had fetched for them was dropped and never read again | ``tests/integration/test_restart.py`` |
+| table recovery reads each changelog to its real end (``true_ends``) | Tansu answers ListOffsets with the last batch's first offset + 1, so recovery stopped inside the last batch | ``tests/faults/test_crash_state.py::test_a_restarted_worker_knows_every_customer_loaded_before_the_kill`` |
+| only processed messages are acked (``_ack_processed_only``) | a stream drops a message that arrives while flow is stopped or from an older generation, and faust acks it as if processed | ``tests/faults/test_crashes.py`` (SIGKILL, two workers) |
+| ``ReadFence`` | records fetched before a seek are still handed on and move faust's read offset past the re-read | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
+| ``CommitGuard`` | faust commits past an unprocessed head (lowest acked = committed + 1 passes; nothing checked before a first commit) | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
+| lz4 at its fast level | aiokafka compresses lz4 at LZ4-HC level 9: a seventh of a fan-out's CPU | ``bench/fanout.py`` |
 """
 
 from __future__ import annotations
@@ -29,7 +27,9 @@ from aiokafka import codec as aiokafka_codec
 from aiokafka.record import default_records as aiokafka_py_default_records
 from aiokafka.record._crecords import default_records as aiokafka_default_records
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from kafka import TopicPartition
 
+from streams.kafka.admin import read_end_offsets
 from streams.kafka.commit_guard import CommitGuard, ReadFence
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,6 @@ async def true_ends(reported, bootstrap: list[str]):
     Read with kafka-python in a thread: a second aiokafka consumer on the worker's loop stalled the
     worker's own fetching after recovery now and then.
     """
-    from kafka import TopicPartition
-
-    from streams.kafka.admin import read_end_offsets
-
     if not any(end and end > 0 for end in reported.values()):
         return reported  # empty changelogs: nothing to check, no connection to make
 
