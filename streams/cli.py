@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams import gc_tuning
-from streams.settings import ROOT, Settings
+from streams.settings import ROOT, Settings, settings_help
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Tell customers about a problem before they notice it.")
@@ -39,7 +39,7 @@ def _preflight(settings: Settings):
         raise typer.Exit(2)
 
 
-@cli.command()
+@cli.command(epilog="Settings, from the environment:\n\n" + settings_help().replace("\n", "\n\n"))
 def worker() -> None:
     """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
     from streams.kafka.embedded import bootstrap_servers
@@ -226,7 +226,20 @@ def imitation(port: int = typer.Option(0), sms_rate: Optional[float] = typer.Opt
 
 
 def main() -> None:
-    cli()
+    """The ``forewarn`` command: a mistake the user can fix is one plain line and exit 2, not a traceback."""
+    from kafka.errors import KafkaError
+
+    from streams.errors import ForewarnError
+
+    try:
+        cli()
+    except ForewarnError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+    except KafkaError as exc:
+        err.print(f"[red]error[/red] the Kafka broker did not answer: {exc} (check KAFKA_BOOTSTRAP_SERVERS)",
+                  highlight=False)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

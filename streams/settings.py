@@ -1,14 +1,23 @@
-"""One settings object, read from the environment.
+"""One settings object; each setting declared once, with its environment variable, default and help.
 
-Secrets (provider credentials) are only ever read from the environment; nothing
-here is written back to a file.
+``Settings.from_env(environ)`` reads them (``os.environ`` when not given) and
+never writes the environment. The help of ``forewarn worker --help`` and the
+README's settings table are generated from the same declaration
+(``python -m streams.settings --markdown`` prints the table).
+Secrets (provider credentials) are only ever read from the environment and
+never show in a repr.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,41 +25,91 @@ SOURCE_TOPICS = ("orders", "carts", "outages", "customers")
 TOPIC_FOR_EVENT = {"order": "orders", "cart": "carts", "outage": "outages", "customer": "customers"}
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def _text(raw: str) -> str:
+    return raw
 
 
-def _compression(name: str) -> str | None:
-    return None if name.lower() == "none" else name
+def _optional(raw: str) -> str | None:
+    return raw or None
 
 
-def _path(name: str, default: Path) -> Path:
-    value = os.environ.get(name)
-    return Path(value) if value else default
+def _compression(raw: str) -> str | None:
+    return None if raw.lower() == "none" else raw
+
+
+def _switch(raw: str) -> bool:
+    return raw != "0"
+
+
+def _clock(raw: str) -> str:
+    if raw not in ("wall", "event"):
+        raise ValueError(raw)
+    return raw
+
+
+PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "text": (_text, "text"),
+    "optional": (_optional, "text"),
+    "int": (int, "a whole number"),
+    "float": (float, "a number"),
+    "path": (lambda raw: Path(raw) if raw else None, "a path"),
+    "compression": (_compression, "none, gzip, lz4 or zstd"),
+    "switch": (_switch, "0 (off) or 1 (on)"),
+    "clock": (_clock, "wall or event"),
+}
+
+
+def setting(env: str, default: Any, help: str, kind: str = "text", secret: bool = False, shown: str | None = None):
+    """A field read from ``env``; ``kind`` names its parser; ``shown`` is the default as the help prints it."""
+    metadata = {"env": env, "help": help, "kind": kind, "secret": secret, "shown": shown}
+    if callable(default):
+        return field(default_factory=default, repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+def _read(spec, environ: Mapping[str, str]) -> Any:
+    """The field's value from ``environ``, or MISSING to keep the default."""
+    raw = environ.get(spec.metadata["env"])
+    if raw is None or (raw == "" and spec.metadata["kind"] != "text"):
+        return MISSING
+    parse, expected = PARSERS[spec.metadata["kind"]]
+    try:
+        value = parse(raw.strip() if spec.metadata["kind"] != "text" else raw)
+    except ValueError:
+        raise ConfigError(f"{spec.metadata['env']}={raw!r} is not {expected}") from None
+    return MISSING if value is None and spec.metadata["kind"] == "path" else value
+
+
+def _from(cls, environ: Mapping[str, str]):
+    values = {}
+    for spec in fields(cls):
+        if "env" in spec.metadata:
+            value = _read(spec, environ)
+            if value is not MISSING:
+                values[spec.name] = value
+    return values
 
 
 @dataclass(frozen=True)
 class Topics:
-    orders: str = "orders"
-    carts: str = "carts"
-    outages: str = "outages"
-    customers: str = "customers"
-    events: str = "forewarn-events"
-    due: str = "forewarn-due"
-    notifications: str = "notifications"
-    suppressed: str = "suppressed"
-    deliveries: str = "deliveries"
-    deadletter: str = "deadletter"
-    retry: str = "notifications.retry"  # notifications parked after the dispatcher's retry budget
-    optouts: str = "optouts"  # {customer_id, channel, reason, at}: consent withdrawn at the provider
-    fallbacks: str = "fallbacks"  # {notification_id, customer_id, rule, failed_channel, reason}
+    orders: str = setting("FOREWARN_TOPIC_ORDERS", "orders", "order events (source)")
+    carts: str = setting("FOREWARN_TOPIC_CARTS", "carts", "cart events (source)")
+    outages: str = setting("FOREWARN_TOPIC_OUTAGES", "outages", "outage events (source)")
+    customers: str = setting("FOREWARN_TOPIC_CUSTOMERS", "customers", "customer records (source)")
+    events: str = setting("FOREWARN_TOPIC_EVENTS", "forewarn-events", "validated events, keyed by customer")
+    due: str = setting("FOREWARN_TOPIC_DUE", "forewarn-due", "pending messages that fell due")
+    notifications: str = setting("FOREWARN_TOPIC_NOTIFICATIONS", "notifications", "rendered messages to send")
+    suppressed: str = setting("FOREWARN_TOPIC_SUPPRESSED", "suppressed", "messages held back, with the reason")
+    deliveries: str = setting("FOREWARN_TOPIC_DELIVERIES", "deliveries", "what each provider did with a message")
+    deadletter: str = setting("FOREWARN_TOPIC_DEADLETTER", "deadletter", "refused input, with its original bytes")
+    retry: str = setting("FOREWARN_TOPIC_RETRY", "notifications.retry",
+                         "notifications parked after the dispatcher's retry budget")
+    optouts: str = setting("FOREWARN_TOPIC_OPTOUTS", "optouts", "consent withdrawn at a provider")
+    fallbacks: str = setting("FOREWARN_TOPIC_FALLBACKS", "fallbacks", "a channel failed for good: try the next")
 
     @classmethod
-    def from_env(cls) -> "Topics":
-        return cls(**{
-            name: _env(f"FOREWARN_TOPIC_{name.upper()}", spec.default)
-            for name, spec in cls.__dataclass_fields__.items()
-        })
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Topics":
+        return cls(**_from(cls, os.environ if environ is None else environ))
 
     def source(self) -> tuple[str, ...]:
         return (self.orders, self.carts, self.outages, self.customers)
@@ -59,100 +118,117 @@ class Topics:
         return getattr(self, TOPIC_FOR_EVENT[event_type.split(".", 1)[0]])
 
     def all(self) -> tuple[str, ...]:
-        return tuple(getattr(self, name) for name in self.__dataclass_fields__)
+        return tuple(getattr(self, spec.name) for spec in fields(self))
 
 
 @dataclass(frozen=True)
 class Settings:
-    bootstrap_servers: str | None = None
-    app_id: str = "forewarn"
-    partitions: int = 4
+    bootstrap_servers: str | None = setting("KAFKA_BOOTSTRAP_SERVERS", None, "`host:port[,host:port]` of Kafka; "
+                                            "unset: the embedded broker", "optional", shown="unset")
+    app_id: str = setting("FOREWARN_APP_ID", "forewarn", "faust app id = consumer group")
+    partitions: int = setting("FOREWARN_PARTITIONS", 4, "partitions of every topic the worker creates", "int")
     topics: Topics = field(default_factory=Topics)
-    rules_file: Path = ROOT / "config" / "rules.yaml"
-    template_dir: Path = ROOT / "templates"
-    schema_dir: Path = ROOT / "schemas"
-    outbox_dir: Path = Path("outbox")
-    store: str = "memory://"
-    metrics_port: int = 9108
-    metrics_address: str = "127.0.0.1"
-    brand: str = "Forewarn"
-    status_url: str = "https://status.example.nl"
-    session_timeout: float = 10.0
-    fetch_max_wait_ms: int = 100
-    compression: str | None = "lz4"
-    log_level: str = "info"
-    clock: str = "wall"
-    event_lateness: float = 3600.0
-    event_idle: float = 3.0
-    producer_batch_bytes: int = 1_000_000  # under the 1 MiB a Kafka broker takes by default
-    dispatch: bool = True  # false: this worker decides but does not send (separate dispatch workers)
-    fanout_limit: float = 3600.0  # seconds; a longer estimated fan-out is flagged (Twilio drops after 10 h queued)
-    # Providers. Credentials come only from the environment and never show in a repr.
-    twilio_account_sid: str | None = field(default=None, repr=False)
-    twilio_auth_token: str | None = field(default=None, repr=False)
-    twilio_from: str | None = None
-    twilio_messaging_service_sid: str | None = None
-    twilio_base_url: str | None = None  # another host for the Twilio API: the imitation
-    sendgrid_api_key: str | None = field(default=None, repr=False)
-    sendgrid_from: str | None = None
-    sendgrid_base_url: str | None = None
-    sendgrid_webhook_public_key: str | None = None  # Event Webhook verification key (base64 DER)
-    sms_rate: float = 1.0  # SMS segments per second for the whole Twilio account, shared by the workers
-    email_rate: float = 100.0  # emails per second for the whole SendGrid account
-    provider_timeout: float = 10.0
-    dispatch_window: int = 100  # notifications in flight per worker; offsets advance per window
-    dispatch_attempts: int = 10  # sends (and look-ups) per notification before it is parked
-    retry_delay: float = 60.0  # a parked notification is tried again this long after parking
-    sent_retention: float = 2 * 86_400.0  # seconds the dispatcher remembers a sent notification id
-    webhook_public_url: str | None = None  # where Twilio and SendGrid reach the receiver, e.g. https://hooks.example.nl
-    webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8088
-    webhook_max_age: float = 300.0  # older signed receipts are refused as stale
+    rules_file: Path = setting("FOREWARN_RULES", ROOT / "config" / "rules.yaml", "the rules file", "path",
+                               shown="config/rules.yaml")
+    template_dir: Path = setting("FOREWARN_TEMPLATES", ROOT / "templates", "the templates folder", "path",
+                                 shown="templates/")
+    schema_dir: Path = setting("FOREWARN_SCHEMAS", ROOT / "schemas", "the JSON Schemas folder", "path",
+                               shown="schemas/")
+    outbox_dir: Path = setting("FOREWARN_OUTBOX", Path("outbox"), "where the offline channel writes", "path")
+    store: str = setting("FOREWARN_STORE", "memory://", "table store; `rocksdb://` in production "
+                         "(`pip install '.[rocksdb]'`)")
+    metrics_port: int = setting("FOREWARN_METRICS_PORT", 9108, "Prometheus metrics port; 0 turns them off", "int")
+    metrics_address: str = setting("FOREWARN_METRICS_ADDRESS", "127.0.0.1", "address the metrics are served on")
+    brand: str = setting("FOREWARN_BRAND", "Forewarn", "the sender's name in the copy")
+    status_url: str = setting("FOREWARN_STATUS_URL", "https://status.example.nl", "status page in the copy")
+    session_timeout: float = setting("FOREWARN_SESSION_TIMEOUT", 10.0, "Kafka session timeout (s); short keeps "
+                                     "the first group join quick", "float")
+    fetch_max_wait_ms: int = setting("FOREWARN_FETCH_MAX_WAIT_MS", 100, "how long a fetch waits for data; faust "
+                                     "fixes 1500 ms, which on Tansu adds up to half a second a hop", "int")
+    compression: str | None = setting("FOREWARN_COMPRESSION", "lz4", "compression of produced batches "
+                                      "(`none`, `gzip`, `lz4`, `zstd`)", "compression")
+    log_level: str = setting("FOREWARN_LOG_LEVEL", "info", "worker log level (`debug`, `info`, `warning`)")
+    clock: str = setting("FOREWARN_CLOCK", "wall", "`wall` (production) or `event`: decide on the events' own "
+                         "time, like the simulator", "clock")
+    event_lateness: float = setting("FOREWARN_EVENT_LATENESS", 3600.0, "event time: seconds a pending message "
+                                    "waits for later events before it is decided", "float")
+    event_idle: float = setting("FOREWARN_EVENT_IDLE", 3.0, "event time: seconds without events after which "
+                                "everything pending is decided", "float")
+    producer_batch_bytes: int = setting("FOREWARN_PRODUCER_BATCH_BYTES", 1_000_000, "largest record batch the "
+                                        "worker produces; under the 1 MiB a Kafka broker takes by default", "int")
+    dispatch: bool = setting("FOREWARN_DISPATCH", True, "0: this worker decides but does not send (separate "
+                             "dispatch workers)", "switch", shown="1")
+    fanout_limit: float = setting("FOREWARN_FANOUT_LIMIT", 3600.0, "seconds; a longer estimated fan-out is "
+                                  "flagged (Twilio drops messages queued for 10 hours)", "float")
+    twilio_account_sid: str | None = setting("TWILIO_ACCOUNT_SID", None, "Twilio account (secret)", "optional",
+                                             secret=True, shown="unset")
+    twilio_auth_token: str | None = setting("TWILIO_AUTH_TOKEN", None, "Twilio auth token (secret)", "optional",
+                                            secret=True, shown="unset")
+    twilio_from: str | None = setting("TWILIO_FROM", None, "sender number", "optional", shown="unset")
+    twilio_messaging_service_sid: str | None = setting("TWILIO_MESSAGING_SERVICE_SID", None, "or a messaging "
+                                                       "service", "optional", shown="unset")
+    twilio_base_url: str | None = setting("FOREWARN_TWILIO_BASE_URL", None, "another host for the Twilio API "
+                                          "(the local imitation)", "optional", shown="unset")
+    sendgrid_api_key: str | None = setting("SENDGRID_API_KEY", None, "SendGrid API key (secret)", "optional",
+                                           secret=True, shown="unset")
+    sendgrid_from: str | None = setting("SENDGRID_FROM", None, "sender address", "optional", shown="unset")
+    sendgrid_base_url: str | None = setting("FOREWARN_SENDGRID_BASE_URL", None, "another host for the SendGrid "
+                                            "API (the local imitation)", "optional", shown="unset")
+    sendgrid_webhook_public_key: str | None = setting("SENDGRID_WEBHOOK_PUBLIC_KEY", None, "Event Webhook "
+                                                      "verification key (base64 DER)", "optional", shown="unset")
+    sms_rate: float = setting("FOREWARN_SMS_RATE", 1.0, "SMS segments per second for the whole Twilio account, "
+                              "shared by the workers", "float")
+    email_rate: float = setting("FOREWARN_EMAIL_RATE", 100.0, "emails per second for the whole SendGrid account",
+                                "float")
+    provider_timeout: float = setting("FOREWARN_PROVIDER_TIMEOUT", 10.0, "seconds a provider request may take",
+                                      "float")
+    dispatch_window: int = setting("FOREWARN_DISPATCH_WINDOW", 100, "notifications in flight per worker; offsets "
+                                   "advance per window", "int")
+    dispatch_attempts: int = setting("FOREWARN_DISPATCH_ATTEMPTS", 10, "sends (and look-ups) per notification "
+                                     "before it is parked", "int")
+    retry_delay: float = setting("FOREWARN_RETRY_DELAY", 60.0, "a parked notification is tried again this many "
+                                 "seconds after parking", "float")
+    sent_retention: float = setting("FOREWARN_SENT_RETENTION", 2 * 86_400.0, "seconds the dispatcher remembers a "
+                                    "sent notification id", "float")
+    webhook_public_url: str | None = setting("FOREWARN_WEBHOOK_PUBLIC_URL", None, "where Twilio and SendGrid reach "
+                                             "the receiver, e.g. https://hooks.example.nl", "optional", shown="unset")
+    webhook_host: str = setting("FOREWARN_WEBHOOK_HOST", "127.0.0.1", "address the receiver listens on")
+    webhook_port: int = setting("FOREWARN_WEBHOOK_PORT", 8088, "port the receiver listens on", "int")
+    webhook_max_age: float = setting("FOREWARN_WEBHOOK_MAX_AGE", 300.0, "older signed receipts are refused as "
+                                     "stale (s)", "float")
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        return cls(
-            bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-            app_id=_env("FOREWARN_APP_ID", cls.app_id),
-            partitions=int(_env("FOREWARN_PARTITIONS", str(cls.partitions))),
-            topics=Topics.from_env(),
-            rules_file=_path("FOREWARN_RULES", cls.rules_file),
-            template_dir=_path("FOREWARN_TEMPLATES", cls.template_dir),
-            schema_dir=_path("FOREWARN_SCHEMAS", cls.schema_dir),
-            outbox_dir=_path("FOREWARN_OUTBOX", cls.outbox_dir),
-            store=_env("FOREWARN_STORE", cls.store),
-            metrics_port=int(_env("FOREWARN_METRICS_PORT", str(cls.metrics_port))),
-            metrics_address=_env("FOREWARN_METRICS_ADDRESS", cls.metrics_address),
-            brand=_env("FOREWARN_BRAND", cls.brand),
-            status_url=_env("FOREWARN_STATUS_URL", cls.status_url),
-            session_timeout=float(_env("FOREWARN_SESSION_TIMEOUT", str(cls.session_timeout))),
-            fetch_max_wait_ms=int(_env("FOREWARN_FETCH_MAX_WAIT_MS", str(cls.fetch_max_wait_ms))),
-            compression=_compression(_env("FOREWARN_COMPRESSION", cls.compression or "none")),
-            log_level=_env("FOREWARN_LOG_LEVEL", cls.log_level),
-            clock=_env("FOREWARN_CLOCK", cls.clock),
-            event_lateness=float(_env("FOREWARN_EVENT_LATENESS", str(cls.event_lateness))),
-            event_idle=float(_env("FOREWARN_EVENT_IDLE", str(cls.event_idle))),
-            producer_batch_bytes=int(_env("FOREWARN_PRODUCER_BATCH_BYTES", str(cls.producer_batch_bytes))),
-            dispatch=_env("FOREWARN_DISPATCH", "1") != "0",
-            fanout_limit=float(_env("FOREWARN_FANOUT_LIMIT", str(cls.fanout_limit))),
-            twilio_account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or None,
-            twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
-            twilio_from=os.environ.get("TWILIO_FROM") or None,
-            twilio_messaging_service_sid=os.environ.get("TWILIO_MESSAGING_SERVICE_SID") or None,
-            twilio_base_url=os.environ.get("FOREWARN_TWILIO_BASE_URL") or None,
-            sendgrid_api_key=os.environ.get("SENDGRID_API_KEY") or None,
-            sendgrid_from=os.environ.get("SENDGRID_FROM") or None,
-            sendgrid_base_url=os.environ.get("FOREWARN_SENDGRID_BASE_URL") or None,
-            sendgrid_webhook_public_key=os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
-            sms_rate=float(_env("FOREWARN_SMS_RATE", str(cls.sms_rate))),
-            email_rate=float(_env("FOREWARN_EMAIL_RATE", str(cls.email_rate))),
-            provider_timeout=float(_env("FOREWARN_PROVIDER_TIMEOUT", str(cls.provider_timeout))),
-            dispatch_window=int(_env("FOREWARN_DISPATCH_WINDOW", str(cls.dispatch_window))),
-            dispatch_attempts=int(_env("FOREWARN_DISPATCH_ATTEMPTS", str(cls.dispatch_attempts))),
-            retry_delay=float(_env("FOREWARN_RETRY_DELAY", str(cls.retry_delay))),
-            sent_retention=float(_env("FOREWARN_SENT_RETENTION", str(cls.sent_retention))),
-            webhook_public_url=os.environ.get("FOREWARN_WEBHOOK_PUBLIC_URL") or None,
-            webhook_host=_env("FOREWARN_WEBHOOK_HOST", cls.webhook_host),
-            webhook_port=int(_env("FOREWARN_WEBHOOK_PORT", str(cls.webhook_port))),
-            webhook_max_age=float(_env("FOREWARN_WEBHOOK_MAX_AGE", str(cls.webhook_max_age))),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """The settings ``environ`` (default: ``os.environ``) gives; raises ConfigError on a bad value."""
+        environ = os.environ if environ is None else environ
+        return cls(topics=Topics.from_env(environ), **_from(cls, environ))
+
+
+def declared() -> list[tuple[str, str, str]]:
+    """(variable, default as shown, help) for every setting, topics last."""
+    rows = []
+    for cls in (Settings, Topics):
+        for spec in fields(cls):
+            if "env" not in spec.metadata:
+                continue
+            meta = spec.metadata
+            default = spec.default if spec.default is not MISSING else spec.default_factory()
+            shown = meta["shown"] or ("1" if default is True else str(default))
+            rows.append((meta["env"], shown, meta["help"]))
+    return rows
+
+
+def settings_help() -> str:
+    """Every setting, for ``forewarn worker --help``."""
+    return "\n".join(f"{env} (default {shown}): {help}" for env, shown, help in declared())
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table."""
+    lines = ["| variable | default | |", "| --- | --- | --- |"]
+    lines += [f"| `{env}` | `{shown}` | {help} |" for env, shown, help in declared()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m streams.settings --markdown
+    print(settings_table_markdown() if "--markdown" in sys.argv else settings_help())

@@ -91,3 +91,17 @@ def test_worker_refuses_to_start_on_broken_rules(tmp_path, monkeypatch):
     result = runner.invoke(cli, ["worker"])
     assert result.exit_code == 2
     assert "template 'outage_startd' not found" in result.output
+
+
+def test_an_unreachable_broker_is_one_plain_line_and_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "FOREWARN_METRICS_PORT": "0"}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Kafka broker did not answer" in lines[0] and "127.0.0.1:1" in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -26,7 +26,8 @@ from streams.tools.load_customers import load_customers
 from tests.conftest import event, write
 from tests.faults.test_crashes import OUTAGE_AREAS_FROM, PER_AREA, RULES, row, wait_until
 
-pytestmark = [pytest.mark.broker, pytest.mark.faults]
+# Run one after the other on one xdist worker: each kills and restarts workers against a deadline.
+pytestmark = [pytest.mark.broker, pytest.mark.faults, pytest.mark.xdist_group("kills")]
 
 
 class Progress:

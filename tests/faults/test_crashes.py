@@ -29,7 +29,8 @@ from streams.tools.local_providers import LocalProviders
 from tests.channels.support import notification
 from tests.conftest import cart, event, write
 
-pytestmark = [pytest.mark.broker, pytest.mark.faults]
+# Run one after the other on one xdist worker: each kills and restarts workers against a deadline.
+pytestmark = [pytest.mark.broker, pytest.mark.faults, pytest.mark.xdist_group("kills")]
 
 RULES = """\
 version: 1
