@@ -8,6 +8,8 @@ per pending timer. Last line: the worker's bytes per customer over the size of
 the customer's record as JSON (the data itself).
 
     .venv/bin/python bench/memory.py [--customers 1000000] [--pending 100000]
+
+The decision state alone, in-process and in seconds: bench/state_memory.py.
 """
 
 from __future__ import annotations

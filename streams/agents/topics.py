@@ -60,6 +60,6 @@ def declare(app: faust.App, settings: Settings) -> Pipeline:
         fallbacks=one(names.fallbacks),
         customers=app.Table("customers", partitions=partitions, value_type=bytes),
         outages=app.Table("outages", partitions=partitions),
-        states=app.Table("states", partitions=partitions),
+        states=app.Table("states", partitions=partitions, value_type=bytes),  # msgpack (streams.core.state)
         dispatched=app.Table("dispatched", partitions=partitions, value_type=bytes),
     )

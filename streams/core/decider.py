@@ -5,33 +5,38 @@ with tables and wall-clock time, the other with dicts and event time. Outcomes
 are yielded one by one so that a fan-out to many customers never has to hold
 the whole audience in memory.
 
-Each customer has one state record (in ``states``) holding everything restraint
-needs: pending messages (waits, coalescing, quiet-hours deferrals), the contact
-history for caps, the ledger of notification ids already emitted, cancellations
-seen, and the outages the customer was told about. One record per customer
-keeps all of a customer's state in the partition that owns the customer.
+Each customer has one state record (in ``states``, see ``state.CustomerState``,
+kept as compact bytes) holding everything restraint needs: pending messages
+(waits, coalescing, quiet-hours deferrals), the contact history for caps, the
+ids of notifications already emitted, cancellations seen, and the outages the
+customer was told about. One record per customer keeps all of a customer's
+state in the partition that owns the customer. Whether a message may go out
+is decided step by step in ``restraint``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Iterator, MutableMapping
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
+from streams.core import restraint
+from streams.core.clock import event_time
 from streams.core.directory import Customer, CustomerDirectory
+from streams.core.events import customer_record
+from streams.core.outcomes import Decision, Notification, Suppression, notification_id
 from streams.core.render import Rendered, Renderer
+from streams.core.restraint import ADDRESS_FIELD, Attempt, Defer, Trigger as _Trigger, reachable
 from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex
+from streams.core.state import Contact, CustomerState, Fallback, Pending, Told, decode_state, encode_state
 from streams.errors import TemplateError
-from streams.core.events import customer_record
 
-ADDRESS_FIELD = {"sms": "phone", "email": "email"}
-LEDGER_KEEP = timedelta(days=30)
+__all__ = ["ADDRESS_FIELD", "Decider", "Decision", "Notification", "Suppression", "notification_id", "reachable"]
+
+SENT_IDS_KEEP = timedelta(days=30)
 RENDER_CACHE_SIZE = 4096
 FALLBACK_KEEP = timedelta(days=3)
 CANCEL_KEEP = timedelta(days=7)
@@ -39,70 +44,10 @@ CANCEL_KEEP = timedelta(days=7)
 OUTAGE_LISTS = ("areas", "nodes")
 
 
-@dataclass(frozen=True)
-class Notification:
-    id: str
-    rule: str
-    channel: str
-    customer_id: str
-    to: str
-    locale: str
-    subject: str | None
-    body: str
-    created_at: str
-    event_ids: tuple[str, ...]
-    html: str | None = None
-    template: str | None = None
-    tier: str | None = None
-    priority: int | None = None
-    segments: int | None = None
-    encoding: str | None = None
-    key: str | None = None
-    fallback: tuple[str, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        record = self.__dict__.copy()
-        for name in [k for k, v in record.items() if v is None and k not in ("subject", "html")]:
-            del record[name]
-        record["event_ids"] = list(self.event_ids)
-        if self.fallback:
-            record["fallback"] = list(self.fallback)
-        return record
-
-
-@dataclass(frozen=True)
-class Suppression:
-    rule: str
-    customer_id: str | None
-    reason: str
-    event_id: str
-    at: str
-    channel: str | None = None
-    detail: str | None = None
-    key: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None or k == "customer_id"}
-
-
-Decision = Notification | Suppression
-
-
-@functools.lru_cache(maxsize=64)  # one decision asks for the same few ids several times
-def notification_id(rule: str, key: str, customer_id: str, channel: str, occurrence: str) -> str:
-    """Deterministic, so that a re-delivered event yields the same id and can be recognised."""
-    digest = hashlib.sha256(f"{rule}\x1f{key}\x1f{customer_id}\x1f{channel}\x1f{occurrence}".encode())
-    return digest.hexdigest()[:32]
-
-
 def outage_state_key(event: dict[str, Any], partition: int | None) -> str:
     """Each partition keeps its own copy of an outage's state, as each gets its own copy of the event."""
     outage_id = event["data"]["outage_id"]
     return outage_id if partition is None else f"{partition}/{outage_id}"
-
-
-def event_time(event: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
 
 
 _last_stamp: list = [None, ""]
@@ -127,50 +72,16 @@ def _with_outage(event: dict[str, Any], outage: dict[str, Any] | None, fields: t
     return {**event, "data": {**event["data"], **{k: outage[k] for k in fields if k in outage}}}
 
 
-def new_state() -> dict[str, Any]:
-    return {"pending": {}, "sent": [], "ledger": {}, "cancels": {}, "outages": {}}
-
-
-def reachable(channels, customer: Customer, mode: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """The channels to use for this customer, and why the others cannot be."""
-    chosen, refusals = [], []
-    for channel in channels:
-        if not customer.get("consents", {}).get(channel, False):
-            refusals.append((channel, "no_consent"))
-        elif not customer.get(ADDRESS_FIELD[channel]):
-            refusals.append((channel, "no_contact_address"))
-        else:
-            chosen.append(channel)
-            if mode == "first":
-                break
-    return chosen, refusals
-
-
-@dataclass(frozen=True)
-class _Trigger:
-    """One reason to message one customer: the rule, the key, the (latest) event and all events folded in."""
-
-    rule: Rule
-    key: str
-    event: dict[str, Any]
-    event_ids: tuple[str, ...] | list[str]
-    occurrence: str
-    from_pending: bool = False
-    outage_key: str | None = None
-    fallback_from: str | None = None  # the channel that failed for good; send on ``only`` instead
-    only: tuple[str, ...] = ()
-
-
 class Decider:
     def __init__(self, rules: RuleSet, renderer: Renderer, directory: CustomerDirectory,
                  outages: MutableMapping[str, dict[str, Any]] | None = None,
-                 states: MutableMapping[str, dict[str, Any]] | None = None,
+                 states: MutableMapping[str, bytes] | None = None,
                  due: DueIndex | None = None):
         self.rules = rules
         self.renderer = renderer
         self.directory = directory
         self.outages: MutableMapping[str, dict[str, Any]] = outages if outages is not None else {}
-        self.states: MutableMapping[str, dict[str, Any]] = states if states is not None else {}
+        self.states: MutableMapping[str, bytes] = states if states is not None else {}  # encoded CustomerStates
         self.due = due if due is not None else DueIndex()
         self._rendered: dict[tuple, Rendered] = {}
         self._last_context: tuple | None = None
@@ -219,38 +130,38 @@ class Decider:
 
     def fire(self, due: Due, now: datetime) -> Iterator[Decision]:
         """A pending message fell due: decide on it again against current state."""
-        state = self.states.get(due.customer_id)
-        entry = (state or {}).get("pending", {}).get(due.pending_id)
-        if state is None or entry is None or entry["version"] != due.version:
+        state = self._load(due.customer_id)
+        entry = state.pending.get(due.pending_id) if state is not None else None
+        if state is None or entry is None or entry.version != due.version:
             return  # cancelled, replaced by a newer trigger, or already sent
-        del state["pending"][due.pending_id]
-        self.states[due.customer_id] = state
+        del state.pending[due.pending_id]
+        self._save(due.customer_id, state)
         try:
-            rule = self.rules.get(entry["rule"])
+            rule = self.rules.get(entry.rule)
         except KeyError:
             return  # the rule was removed from rules.yaml since
         stamp = _iso(now)
         customer = self.directory.get(due.customer_id)
         if customer is None:
-            yield Suppression(rule.id, due.customer_id, "unknown_customer", entry["event"]["id"], stamp, key=entry["key"])
+            yield Suppression(rule.id, due.customer_id, "unknown_customer", entry.event["id"], stamp, key=entry.key)
             return
-        event = entry["event"]
+        event = entry.event
         if event["type"] in ("outage.started", "outage.updated"):
-            outage = self.outages.get(entry["outage_key"])
+            outage = self.outages.get(entry.outage_key)
             if outage is None or outage.get("resolved"):
-                yield Suppression(rule.id, due.customer_id, "cancelled", event["id"], stamp, key=entry["key"],
+                yield Suppression(rule.id, due.customer_id, "cancelled", event["id"], stamp, key=entry.key,
                                   detail="the outage was over before the message was due")
                 return
             event = _with_outage(event, outage, ("expected_end", *OUTAGE_LISTS))
         elif event["type"] == "outage.resolved":
-            event = _with_outage(event, self.outages.get(entry.get("outage_key")), OUTAGE_LISTS)
-        trigger = _Trigger(rule, entry["key"], event, entry["event_ids"], entry["occurrence"], from_pending=True,
-                           outage_key=entry.get("outage_key"))
-        yield from self._deliver(trigger, customer, now)
-        if event["type"] == "outage.resolved" and due.pending_id not in state["pending"]:
+            event = _with_outage(event, self.outages.get(entry.outage_key), OUTAGE_LISTS)
+        trigger = _Trigger(rule, entry.key, event, entry.event_ids, entry.occurrence, from_pending=True,
+                           outage_key=entry.outage_key)
+        yield from self._deliver(trigger, customer, now, state)
+        if event["type"] == "outage.resolved" and due.pending_id not in state.pending:
             # The all-clear was decided, sent or not: the customer keeps no record of the outage.
-            state["outages"].pop(event["data"]["outage_id"], None)
-            self.states[due.customer_id] = state
+            state.outages.pop(event["data"]["outage_id"], None)
+            self._save(due.customer_id, state)
 
     def fire_due(self, now: datetime, owns=lambda _: True) -> Iterator[Decision]:
         """Event-time mode: fire everything due by ``now``, in due order, each at its own due time."""
@@ -265,25 +176,25 @@ class Decider:
 
     def fall_back(self, record: dict[str, Any], now: datetime) -> Iterator[Decision]:
         """A channel failed for good: send the same message once on the next channel the rule names."""
-        state = self.states.get(record["customer_id"])
-        entry = (state or {}).get("fallbacks", {}).pop(record["notification_id"], None)
+        state = self._load(record["customer_id"])
+        entry = state.fallbacks.pop(record["notification_id"], None) if state is not None else None
         if state is None or entry is None:
             return  # already fallen back, or too old
-        self.states[record["customer_id"]] = state
+        self._save(record["customer_id"], state)
         customer = self.directory.get(record["customer_id"])
         try:
-            rule = self.rules.get(entry["rule"])
+            rule = self.rules.get(entry.rule)
         except KeyError:
             return
         if customer is None:
-            yield Suppression(rule.id, record["customer_id"], "unknown_customer", entry["event"]["id"], _iso(now),
-                              key=entry["key"])
+            yield Suppression(rule.id, record["customer_id"], "unknown_customer", entry.event["id"], _iso(now),
+                              key=entry.key)
             return
-        event = _with_outage(entry["event"], self.outages.get(entry.get("outage_key")), OUTAGE_LISTS)
-        trigger = _Trigger(rule, entry["key"], event, entry["event_ids"], entry["occurrence"],
-                           from_pending=True, outage_key=entry.get("outage_key"),
+        event = _with_outage(entry.event, self.outages.get(entry.outage_key), OUTAGE_LISTS)
+        trigger = _Trigger(rule, entry.key, event, entry.event_ids, entry.occurrence,
+                           from_pending=True, outage_key=entry.outage_key,
                            fallback_from=record["failed_channel"], only=tuple(record.get("fallback", ())))
-        yield from self._deliver(trigger, customer, now)
+        yield from self._deliver(trigger, customer, now, state)
 
     def hold(self, due: Due) -> None:
         """A due record that may not fire yet: index its pending entry again, as the state has it now.
@@ -291,17 +202,26 @@ class Decider:
         Only if the record is still the entry's current version: a stale one (the trigger came again
         since) must not replace the newer entry the index holds, which would then never fire.
         """
-        entry = (self.states.get(due.customer_id) or {}).get("pending", {}).get(due.pending_id)
-        if entry is not None and entry["version"] == due.version:
-            self.due.schedule(due.customer_id, due.pending_id, entry["version"], _at(entry["due"]))
+        state = self._load(due.customer_id)
+        entry = state.pending.get(due.pending_id) if state is not None else None
+        if entry is not None and entry.version == due.version:
+            self.due.schedule(due.customer_id, due.pending_id, entry.version, _at(entry.due))
 
     def rebuild_due_index(self, owns=lambda _: True) -> None:
         """After recovery: the pending table is the truth, the index is derived from it."""
         self.due.clear()
-        for customer_id, state in self.states.items():
+        for customer_id, raw in self.states.items():
             if owns(customer_id):
-                for pending_id, entry in state.get("pending", {}).items():
-                    self.due.schedule(customer_id, pending_id, entry["version"], _at(entry["due"]))
+                for pending_id, entry in decode_state(raw).pending.items():
+                    self.due.schedule(customer_id, pending_id, entry.version, _at(entry.due))
+
+    # -- the states ---------------------------------------------------------------------------
+
+    def _load(self, customer_id: str) -> CustomerState | None:
+        return decode_state(self.states.get(customer_id))
+
+    def _save(self, customer_id: str, state: CustomerState) -> None:
+        self.states[customer_id] = encode_state(state)
 
     # -- triggers and cancellation ----------------------------------------------------------
 
@@ -319,17 +239,18 @@ class Decider:
                 return
             if not wanted:
                 return
-        state = self.states.get(customer["id"]) or new_state()
-        cancelled_at = state["cancels"].get(f"{rule.id}|{trigger.key}")
+        stored = self._load(customer["id"])
+        state = stored or CustomerState()
+        cancelled_at = state.cancels.get(f"{rule.id}|{trigger.key}")
         if cancelled_at and _at(cancelled_at) >= event_time(event):
             yield Suppression(rule.id, customer["id"], "cancelled", event["id"], stamp, key=trigger.key,
                               detail="a cancelling event came first (out of order)")
             return
         # A re-delivered event that was already sent (perhaps folded into another's message) is not news.
-        ledger = state["ledger"]
+        sent_ids = state.sent_ids
         already = [i for c in ADDRESS_FIELD
-                   if (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in ledger
-                   ] if ledger else []
+                   if (i := notification_id(rule.id, trigger.key, customer["id"], c, event["id"])) in sent_ids
+                   ] if sent_ids else []
         if already:
             yield Suppression(rule.id, customer["id"], "duplicate", event["id"], stamp, key=trigger.key,
                               detail="already sent: " + ", ".join(already))
@@ -344,46 +265,45 @@ class Decider:
                 return
             yield from self._hold(trigger, customer, state, now, plan.wait)
         else:
-            yield from self._deliver(trigger, customer, now)
+            yield from self._deliver(trigger, customer, now, stored)
 
-    def _hold(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], now: datetime,
+    def _hold(self, trigger: _Trigger, customer: Customer, state: CustomerState, now: datetime,
               wait: timedelta | None) -> Iterator[Decision]:
         """Put the trigger in the pending table, or fold it into the pending message for the same key."""
         rule, event = trigger.rule, trigger.event
         pending_id = f"{rule.id}|{trigger.key}"
-        entry = state["pending"].get(pending_id)
+        entry = state.pending.get(pending_id)
         moment = event_time(event)
-        if entry is None or entry.get("hold") != "wait":
-            entry = {"rule": rule.id, "key": trigger.key, "event": self._slim(event), "event_ids": [event["id"]],
-                     "occurrence": event["id"], "first_at": _iso(moment), "last_at": _iso(moment),
-                     "version": (entry or {}).get("version", 0), "hold": "wait"}
+        if entry is None or entry.hold != "wait":
+            entry = Pending(rule.id, trigger.key, self._slim(event), [event["id"]], event["id"], _iso(moment),
+                            _iso(moment), entry.version if entry is not None else 0, "wait")
         else:
-            if event["id"] in entry["event_ids"]:
+            if event["id"] in entry.event_ids:
                 return  # the same event delivered again
-            newer = moment >= event_time(entry["event"])
-            folded, kept = (entry["event"], event) if newer else (event, entry["event"])  # the latest data wins
+            newer = moment >= event_time(entry.event)
+            folded, kept = (entry.event, event) if newer else (event, entry.event)  # the latest data wins
             yield Suppression(rule.id, customer["id"], "coalesced", folded["id"], _iso(now), key=trigger.key,
                               detail=f"folded into one message with {kept['id']}")
             if newer:
-                entry["event"] = self._slim(event)
-            entry["event_ids"].append(event["id"])
-            entry["last_at"] = _iso(max(moment, _at(entry["last_at"])))
+                entry.event = self._slim(event)
+            entry.event_ids.append(event["id"])
+            entry.last_at = _iso(max(moment, _at(entry.last_at)))
         if trigger.outage_key:
-            entry["outage_key"] = trigger.outage_key
+            entry.outage_key = trigger.outage_key
         candidates = []
         if wait:
-            candidates.append(_at(entry["last_at"]) + wait)
+            candidates.append(_at(entry.last_at) + wait)
         if rule.coalesce:
-            candidates.append(_at(entry["first_at"]) + rule.coalesce)
+            candidates.append(_at(entry.first_at) + rule.coalesce)
         self._schedule(customer["id"], state, pending_id, entry, min(candidates))
 
-    def _schedule(self, customer_id: str, state: dict[str, Any], pending_id: str, entry: dict[str, Any],
+    def _schedule(self, customer_id: str, state: CustomerState, pending_id: str, entry: Pending,
                   due_at: datetime) -> None:
-        entry["version"] += 1
-        entry["due"] = _iso(due_at)
-        state["pending"][pending_id] = entry
-        self.states[customer_id] = state
-        self.due.schedule(customer_id, pending_id, entry["version"], due_at)
+        entry.version += 1
+        entry.due = _iso(due_at)
+        state.pending[pending_id] = entry
+        self._save(customer_id, state)
+        self.due.schedule(customer_id, pending_id, entry.version, due_at)
 
     def _cancel(self, rule: Rule, event: dict[str, Any], outage: dict[str, Any] | None, stamp: str,
                 partition: int | None) -> Iterator[Decision]:
@@ -400,156 +320,106 @@ class Decider:
         # a trigger arriving after its cancellation (out of order) is cancelled too.
         remember = match == "key" and not event["type"].startswith("outage.")
         for customer in customers:
-            state = self.states.get(customer["id"])
+            state = self._load(customer["id"])
             if state is None and not remember:
                 continue
-            state = state or new_state()
+            state = state or CustomerState()
             if remember:
-                state["cancels"][f"{rule.id}|{key}"] = event["occurred_at"]
-            elif not state["pending"]:
+                state.cancels[f"{rule.id}|{key}"] = event["occurred_at"]
+            elif not state.pending:
                 continue
-            for pending_id, entry in list(state["pending"].items()):
+            for pending_id, entry in list(state.pending.items()):
                 # In event time a cancellation from after the due time comes too late to cancel.
-                if entry["rule"] == rule.id and (match == "customer" or entry["key"] == key) \
-                        and _at(entry["due"]) > event_time(event):
-                    del state["pending"][pending_id]
+                if entry.rule == rule.id and (match == "customer" or entry.key == key) \
+                        and _at(entry.due) > event_time(event):
+                    del state.pending[pending_id]
                     self.due.cancel(customer["id"], pending_id)
-                    yield Suppression(rule.id, customer["id"], "cancelled", entry["event"]["id"], stamp,
-                                      key=entry["key"], detail=f"cancelled by {event['type']} {event['id']}")
+                    yield Suppression(rule.id, customer["id"], "cancelled", entry.event["id"], stamp,
+                                      key=entry.key, detail=f"cancelled by {event['type']} {event['id']}")
             self._prune(state, event_time(event))
-            self.states[customer["id"]] = state
+            self._save(customer["id"], state)
 
     # -- the decision to send -----------------------------------------------------------------
 
-    def _deliver(self, trigger: _Trigger, customer: Customer, now: datetime) -> Iterator[Decision]:
-        rule, event, key = trigger.rule, trigger.event, trigger.key
-        stamp = _iso(now)
-        plan = rule.plan_for(customer.get("tier", "standard"))
+    def _deliver(self, trigger: _Trigger, customer: Customer, now: datetime,
+                 state: CustomerState | None) -> Iterator[Decision]:
+        """Send now, unless a step of restraint says otherwise; ``state`` is the stored one, or None."""
+        plan = trigger.rule.plan_for(customer.get("tier", "standard"))
         if not plan.enabled:
             return
-        state = self.states.get(customer["id"])
-        fresh = state is None  # nothing old in it to prune
-        state = state or new_state()
-
-        def suppressed(reason: str, detail: str | None = None, channel: str | None = None) -> Suppression:
-            return Suppression(rule.id, customer["id"], reason, event["id"], stamp, channel=channel,
-                               detail=detail, key=key)
-
-        outage_id = event["data"].get("outage_id") if event["type"].startswith("outage.") else None
-        told = state["outages"].get(outage_id) if outage_id else None
-        channels = list(plan.channels)
-        if outage_id and event["type"] == "outage.started":
-            other = next((oid for oid, o in state["outages"].items() if oid != outage_id and o.get("told")), None)
-            if other is not None:
-                state["outages"][outage_id] = {**state["outages"][other], "via": other}
-                self.states[customer["id"]] = state
-                yield suppressed("coalesced", f"already told about outage {other}")
-                return
-        elif outage_id:
-            if told is None:
-                return  # never told about this outage: an update or all-clear would be news to them
-            if told.get("via"):
-                if event["type"] == "outage.resolved":
-                    yield suppressed("superseded", f"covered by the message about outage {told['via']}")
-                return
-            if event["type"] == "outage.resolved":
-                still = [oid for oid, o in state["outages"].items() if oid != outage_id and o.get("via") == outage_id]
-                if still:
-                    yield suppressed("superseded", f"still affected by outage {still[0]}")
-                    for oid in still:  # the outage they still have is now the one they were told about
-                        state["outages"][oid] = {k: v for k, v in state["outages"][oid].items() if k != "via"}
-                    state["outages"].pop(outage_id, None)
-                    self.states[customer["id"]] = state
-                    return
-            channels = [c for c in told.get("channels", channels) if c in ("sms", "email")] or channels
-            if rule.min_change and event["type"] == "outage.updated":
-                before, after = told.get("expected_end"), event["data"].get("expected_end")
-                if before and after and abs(_at(after) - _at(before)) <= rule.min_change:
-                    yield suppressed("coalesced", f"expected end moved by {abs(_at(after) - _at(before))}, "
-                                                  f"not more than {rule.min_change}")
-                    return
-
-        if trigger.fallback_from:
-            channels = list(trigger.only)
-        chosen, refusals = reachable(channels, customer,
-                                     "first" if trigger.fallback_from else plan.channel_mode if not told else "all")
-        if not chosen:
-            channel, reason = refusals[0]
-            if trigger.from_pending and reason == "no_consent":
-                reason = "opted_out"  # it could be reached when the trigger came in
-            yield suppressed(reason, ", ".join(f"{c}: {r}" for c, r in refusals), channel)
+        attempt = Attempt(trigger, customer, plan, state or CustomerState(), now, _iso(now),
+                          self.rules.budget, list(plan.channels))
+        verdict = restraint.restrain(attempt)
+        if isinstance(verdict, Defer):
+            yield from self._defer(attempt, verdict)
             return
-        ids = {channel: notification_id(rule.id, key, customer["id"], channel, trigger.occurrence) for channel in chosen}
-        # Any channel sent means this occurrence was sent: no second channel on a re-delivery.
-        if any(i in state["ledger"] for i in ids.values()):
-            yield suppressed("duplicate", "already sent: " + ", ".join(i for i in ids.values()
-                                                                  if i in state["ledger"]))
+        if verdict is not None:
+            if attempt.changed:
+                self._save(customer["id"], attempt.state)
+            if isinstance(verdict, Suppression):
+                yield verdict
             return
+        yield from self._emit(attempt)
+        if state is not None:  # a fresh state has nothing old to prune
+            self._prune(attempt.state, now)
+        self._save(customer["id"], attempt.state)
 
-        pending_id = f"{rule.id}|{key}"
-        if rule.min_interval and not trigger.fallback_from:
-            last = state.get("last", {}).get(pending_id)
-            if last and _at(last) + rule.min_interval > now:
-                yield from self._defer(trigger, customer, state, pending_id, _at(last) + rule.min_interval,
-                                       now, "coalesced", "within the minimum interval")
-                return
-        if rule.quiet_hours and not rule.urgent:
-            end = rule.quiet_hours.deferral(now, customer.get("timezone"))
-            if end is not None:
-                yield from self._defer(trigger, customer, state, pending_id, end, now, "quiet_hours",
-                                       f"deferred to {end.isoformat()}")
-                return
-        sent_at = [(_at(s["at"]), s["rule"]) for s in state["sent"]] if not trigger.fallback_from else []
-        if rule.cap and rule.cap.reached((at for at, r in sent_at if r == rule.id), now):
-            yield suppressed("cap_exceeded", f"rule cap of {rule.cap.count} per {rule.cap.per}")
-            return
-        budget = self.rules.budget
-        if budget and not rule.essential and budget.reached((at for at, _ in sent_at), now):
-            yield suppressed("cap_exceeded", f"contact budget of {budget.count} per {budget.per}")
-            return
-
+    def _emit(self, a: Attempt) -> Iterator[Decision]:
+        """Render and yield the message on each chosen channel, and record it in the state."""
+        rule, event, key, customer, state = a.rule, a.event, a.trigger.key, a.customer, a.state
         locale = customer.get("locale") if customer.get("locale") in LOCALES else self.rules.default_locale
         emitted = []
-        for channel in chosen:
-            if ids[channel] in state["ledger"]:
+        for channel in a.chosen:
+            if a.ids[channel] in state.sent_ids:
                 continue
             try:
-                rendered = self._render(channel, locale, plan.template, event, customer, trigger.outage_key)
+                rendered = self._render(channel, locale, a.plan.template, event, customer, a.trigger.outage_key)
             except TemplateError as exc:
-                yield suppressed("render_failed", str(exc)[:300], channel)
+                yield a.suppressed("render_failed", str(exc)[:300], channel)
                 continue
-            segments = rendered.segments
-            state["ledger"][ids[channel]] = stamp
-            for folded in trigger.event_ids:  # so that re-delivering any folded event is recognised too
-                state["ledger"][notification_id(rule.id, key, customer["id"], channel, folded)] = stamp
+            self._record_sent(a, channel)
             emitted.append(channel)
-            fallback = ()
-            if plan.channel_mode == "first" and not told and not trigger.fallback_from:
-                fallback = tuple(channels[channels.index(channel) + 1:])
-                if fallback:  # kept until the provider has the message or the fallback is sent
-                    state.setdefault("fallbacks", {})[ids[channel]] = {
-                        "rule": rule.id, "key": key, "event": self._slim(event), "event_ids": list(trigger.event_ids),
-                        "occurrence": trigger.occurrence, "outage_key": trigger.outage_key, "at": stamp}
+            fallback = self._keep_for_fallback(a, channel)
+            segments = rendered.segments
             yield Notification(
-                id=ids[channel], rule=rule.id, channel=channel, customer_id=customer["id"],
+                id=a.ids[channel], rule=rule.id, channel=channel, customer_id=customer["id"],
                 to=customer[ADDRESS_FIELD[channel]], locale=locale,
                 subject=rendered.subject, body=rendered.body, html=rendered.html,
-                created_at=stamp, event_ids=tuple(trigger.event_ids), template=plan.template,
+                created_at=a.stamp, event_ids=tuple(a.trigger.event_ids), template=a.plan.template,
                 tier=customer.get("tier"), priority=rule.priority,
                 segments=segments.segments if segments else None,
                 encoding=segments.encoding if segments else None, key=key, fallback=fallback or None,
             )
-        if emitted and not trigger.fallback_from:  # a fallback is the same contact on another channel
-            state["sent"].append({"at": stamp, "rule": rule.id})
-            state.setdefault("last", {})[pending_id] = stamp
-            if outage_id and event["type"] == "outage.resolved":
-                state["outages"].pop(outage_id, None)
-            elif outage_id:
-                state["outages"][outage_id] = {"told": True, "channels": sorted(set(emitted) | set((told or {}).get("channels", []))),
-                                               "expected_end": event["data"].get("expected_end")}
-        if not fresh:
-            self._prune(state, now)
-        self.states[customer["id"]] = state
+        if emitted and not a.trigger.fallback_from:  # a fallback is the same contact on another channel
+            self._record_contact(a, emitted)
+
+    def _record_sent(self, a: Attempt, channel: str) -> None:
+        sent_ids, trigger = a.state.sent_ids, a.trigger
+        sent_ids[a.ids[channel]] = a.stamp
+        for folded in trigger.event_ids:  # so that re-delivering any folded event is recognised too
+            sent_ids[notification_id(a.rule.id, trigger.key, a.customer["id"], channel, folded)] = a.stamp
+
+    def _keep_for_fallback(self, a: Attempt, channel: str) -> tuple[str, ...]:
+        """The channels to try if ``channel`` fails for good; what to send on them is kept in the state."""
+        trigger = a.trigger
+        if a.plan.channel_mode != "first" or a.told is not None or trigger.fallback_from:
+            return ()
+        fallback = tuple(a.channels[a.channels.index(channel) + 1:])
+        if fallback:  # kept until the provider has the message or the fallback is sent
+            a.state.fallbacks[a.ids[channel]] = Fallback(
+                a.rule.id, trigger.key, self._slim(trigger.event), list(trigger.event_ids), trigger.occurrence,
+                trigger.outage_key, a.stamp)
+        return fallback
+
+    def _record_contact(self, a: Attempt, emitted: list[str]) -> None:
+        state, event = a.state, a.event
+        state.sent.append(Contact(a.stamp, a.rule.id))
+        state.last[a.pending_id] = a.stamp
+        if a.outage_id and event["type"] == "outage.resolved":
+            state.outages.pop(a.outage_id, None)
+        elif a.outage_id:
+            before = a.told.channels if a.told is not None else []
+            state.outages[a.outage_id] = Told(sorted(set(emitted) | set(before)), event["data"].get("expected_end"))
 
     def _render(self, channel: str, locale: str, template: str, event: dict[str, Any], customer: Customer,
                 outage_key: str | None) -> Rendered:
@@ -576,7 +446,7 @@ class Decider:
     def _slim(self, event: dict[str, Any]) -> dict[str, Any]:
         """``event`` as a customer's state keeps it: an outage without its areas and nodes (see ``_with_outage``)."""
         if self._last_slim is not None and self._last_slim[0] is event:
-            return self._last_slim[1]  # one copy shared by every customer in the fan-out
+            return self._last_slim[1]  # made once per fan-out, not once per customer
         if not event["type"].startswith("outage.") or not any(k in event["data"] for k in OUTAGE_LISTS):
             return event
         slim = {**event, "data": {k: v for k, v in event["data"].items() if k not in OUTAGE_LISTS}}
@@ -597,19 +467,15 @@ class Decider:
         self._last_context = (event, outage_key, outage, context)
         return context
 
-    def _defer(self, trigger: _Trigger, customer: Customer, state: dict[str, Any], pending_id: str,
-               due_at: datetime, now: datetime, reason: str, detail: str) -> Iterator[Decision]:
-        event = trigger.event
-        existing = state["pending"].get(pending_id)
-        entry = {"rule": trigger.rule.id, "key": trigger.key, "event": self._slim(event),
-                 "event_ids": list(trigger.event_ids),
-                 "occurrence": trigger.occurrence, "first_at": event["occurred_at"], "last_at": event["occurred_at"],
-                 "version": (existing or {}).get("version", 0), "hold": "defer"}
-        if trigger.outage_key:
-            entry["outage_key"] = trigger.outage_key
-        self._schedule(customer["id"], state, pending_id, entry, due_at)
-        yield Suppression(trigger.rule.id, customer["id"], reason, event["id"], _iso(now), key=trigger.key,
-                          detail=detail)
+    def _defer(self, a: Attempt, defer: Defer) -> Iterator[Decision]:
+        trigger, event = a.trigger, a.event
+        existing = a.state.pending.get(a.pending_id)
+        entry = Pending(trigger.rule.id, trigger.key, self._slim(event), list(trigger.event_ids), trigger.occurrence,
+                        event["occurred_at"], event["occurred_at"], existing.version if existing is not None else 0,
+                        "defer", outage_key=trigger.outage_key or None)
+        self._schedule(a.customer["id"], a.state, a.pending_id, entry, defer.until)
+        yield Suppression(trigger.rule.id, a.customer["id"], defer.reason, event["id"], _iso(a.now), key=trigger.key,
+                          detail=defer.detail)
 
     # -- state upkeep -------------------------------------------------------------------------
 
@@ -634,27 +500,27 @@ class Decider:
     def _forget_outage(self, outage: dict[str, Any], outage_id: str, partition: int | None) -> None:
         """After the all-clear, no customer in the area keeps this outage in their state."""
         for customer in self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition):
-            state = self.states.get(customer["id"])
-            if state and outage_id in state["outages"] and not any(
-                    e["event"]["type"] == "outage.resolved" and e["event"]["data"]["outage_id"] == outage_id
-                    for e in state["pending"].values()):  # a deferred all-clear still needs to know who was told
-                del state["outages"][outage_id]
-                self.states[customer["id"]] = state
+            state = self._load(customer["id"])
+            if state is not None and outage_id in state.outages and not any(
+                    e.event["type"] == "outage.resolved" and e.event["data"]["outage_id"] == outage_id
+                    for e in state.pending.values()):  # a deferred all-clear still needs to know who was told
+                del state.outages[outage_id]
+                self._save(customer["id"], state)
 
     def _forget(self, customer_id: str) -> None:
         self.directory.delete(customer_id)
-        state = self.states.get(customer_id)
+        state = self._load(customer_id)
         if state is not None:
-            for pending_id in state["pending"]:
+            for pending_id in state.pending:
                 self.due.cancel(customer_id, pending_id)
             del self.states[customer_id]
 
-    def _prune(self, state: dict[str, Any], now: datetime) -> None:
+    def _prune(self, state: CustomerState, now: datetime) -> None:
         keep_from = now - self.rules.history_window
-        state["sent"] = [s for s in state["sent"] if _at(s["at"]) > keep_from]
-        state["ledger"] = {i: at for i, at in state["ledger"].items() if _at(at) > now - LEDGER_KEEP}
-        state["cancels"] = {k: at for k, at in state["cancels"].items() if _at(at) > now - CANCEL_KEEP}
-        if state.get("fallbacks"):
-            state["fallbacks"] = {i: f for i, f in state["fallbacks"].items() if _at(f["at"]) > now - FALLBACK_KEEP}
-        if "last" in state:
-            state["last"] = {k: at for k, at in state["last"].items() if _at(at) > keep_from}
+        state.sent = [s for s in state.sent if _at(s.at) > keep_from]
+        state.sent_ids = {i: at for i, at in state.sent_ids.items() if _at(at) > now - SENT_IDS_KEEP}
+        state.cancels = {k: at for k, at in state.cancels.items() if _at(at) > now - CANCEL_KEEP}
+        if state.fallbacks:
+            state.fallbacks = {i: f for i, f in state.fallbacks.items() if _at(f.at) > now - FALLBACK_KEEP}
+        if state.last:
+            state.last = {k: at for k, at in state.last.items() if _at(at) > keep_from}

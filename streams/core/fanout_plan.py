@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.decider import Decider, reachable
+from streams.core.decider import Decider
+from streams.core.restraint import reachable
 from streams.core.rules import LOCALES
 
 

@@ -9,6 +9,7 @@ import pytest
 from streams.core.decider import Decider, Notification, Suppression, notification_id
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.rules import load_rules
+from streams.core.state import decode_state
 from streams.settings import ROOT
 from tests.conftest import write
 
@@ -241,7 +242,7 @@ def test_outage_fallback_email_names_the_areas_the_state_did_not_copy(renderer, 
     decider = Decider(rules, renderer, CustomerDirectory())
     decider.directory.upsert(customer("C1"))
     (sms,) = list(decider.handle(outage(areas=["1012", "3511"]), NOW))
-    stored = decider.states["C1"]["fallbacks"][sms.id]["event"]
+    stored = decode_state(decider.states["C1"]).fallbacks[sms.id].event
     assert "areas" not in stored["data"]  # each customer's state stays small in a fan-out
     record = {"notification_id": sms.id, "customer_id": "C1", "rule": "outage-started", "failed_channel": "sms",
               "reason": "21614 landline", "fallback": ["email"]}

@@ -17,6 +17,7 @@ from streams.core.directory import CustomerDirectory
 from streams.core.policy import Cap, parse_duration
 from streams.core.rules import load_rules
 from streams.core.schedule import DueIndex
+from streams.core.state import decode_state
 from streams.settings import ROOT
 from tests.conftest import write
 
@@ -192,7 +193,7 @@ def test_cart_reminder_cancelled_before_due(shipped, cancel, cancels):
         assert summary(out) == [("cancelled", "cart-reminder", "C1", "c1")]
         assert out[0].detail == f"cancelled by {cancel['type']} x1"
         assert list(shipped.fire_due(at("2026-11-26T12:00:00+01:00"))) == []
-        assert shipped.states["C1"]["pending"] == {}
+        assert decode_state(shipped.states["C1"]).pending == {}
     else:
         assert out == []
         assert summary(shipped.fire_due(at("2026-11-26T12:00:00+01:00"))) == [
@@ -219,7 +220,7 @@ def test_checkout_processed_before_the_update_it_follows_cancels_it(shipped):
     out = list(shipped.handle(cart("c1", "2026-11-25T10:00:00+01:00"), at("2026-11-25T10:31:00+01:00")))
     assert summary(out) == [("cancelled", "cart-reminder", "C1", "c1")]
     assert out[0].detail == "a cancelling event came first (out of order)"
-    assert shipped.states["C1"]["pending"] == {}
+    assert decode_state(shipped.states["C1"]).pending == {}
     assert list(shipped.fire_due(at("2026-11-26T12:00:00+01:00"))) == []
 
 
@@ -269,7 +270,7 @@ def test_all_clear_uses_the_told_channels_and_skips_customers_not_told(shipped):
         ("sent", "outage-started", "E", "email", at("2026-11-25T14:10:00+01:00"), ("s1",)),
         ("sent", "outage-resolved", "E", "email", at("2026-11-25T14:30:00+01:00"), ("r1",)),
     ]
-    assert shipped.states["E"]["outages"] == {}
+    assert decode_state(shipped.states["E"]).outages == {}
 
 
 def test_all_clear_during_quiet_hours_is_sent_in_the_morning(shipped):
@@ -281,7 +282,7 @@ def test_all_clear_during_quiet_hours_is_sent_in_the_morning(shipped):
         ("quiet_hours", "outage-resolved", "S", "r1"),
         ("sent", "outage-resolved", "S", "sms", at("2026-11-26T08:00:00+01:00"), ("r1",)),
     ]
-    assert shipped.states["S"]["outages"] == {}
+    assert decode_state(shipped.states["S"]).outages == {}
     # with nothing left of the old outage, the next one is news again
     out = feed(shipped, started("s2", "2026-11-26T14:00:00+01:00", outage_id="OUT-2"),
                until="2026-11-26T15:00:00+01:00")
@@ -440,7 +441,7 @@ def test_overlapping_outages_one_start_and_one_all_clear(shipped, first_over, su
     detail = {(s.reason, s.customer_id): s.detail for s in suppressed(out)}
     assert detail[("coalesced", "C1")] == "already told about outage OUT-1"
     assert detail[("superseded", "C1")] == superseded_detail
-    assert shipped.states["C1"]["outages"] == {}
+    assert decode_state(shipped.states["C1"]).outages == {}
 
 
 # -- 8. caps -------------------------------------------------------------------------------------
@@ -530,7 +531,7 @@ def test_redelivered_event_is_a_duplicate(shipped, event, rule, key, channel):
     shipped.directory.upsert(customer("C1"))
     (first,) = feed(shipped, event, until="2026-11-25T16:00:00+01:00")
     assert first.id == notification_id(rule, key, "C1", channel, event["id"])
-    assert first.id in shipped.states["C1"]["ledger"]
+    assert first.id in decode_state(shipped.states["C1"]).sent_ids
     out = feed(shipped, (event, "2026-11-25T17:00:00+01:00"), until="2026-11-25T20:00:00+01:00")
     assert summary(out) == [("duplicate", rule, "C1", event["id"])]
     assert out[0].detail == f"already sent: {first.id}"
@@ -624,7 +625,7 @@ def test_restart_from_recovered_tables_fires_only_owned_timers(shipped, renderer
     recovered.rebuild_due_index(owns=lambda cid: cid == "C1")
     assert summary(recovered.fire_due(at("2026-11-25T12:00:00+01:00"))) == [
         ("sent", "cart-reminder", "C1", "email", at("2026-11-25T11:30:00+01:00"), ("c1", "c3"))]
-    assert list(recovered.states["C2"]["pending"]) == ["cart-reminder|K2"]
+    assert list(decode_state(recovered.states["C2"]).pending) == ["cart-reminder|K2"]
 
 
 # -- 11. tiers -----------------------------------------------------------------------------------

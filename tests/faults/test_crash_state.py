@@ -21,6 +21,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.tools.customer_files import write_customer_csv
+from streams.core.state import decode_state
 from streams.kafka.admin import API_VERSION, lag, produce_json, read_topic, wait_drained
 from streams.tools.load_customers import load_customers
 from tests.conftest import event, write
@@ -68,7 +69,7 @@ def recorded_ids(bootstrap: str, changelog: str) -> set[str]:
     latest: dict[bytes, bytes | None] = {}
     for message in read_topic(bootstrap, changelog, timeout=60):
         latest[message.key] = message.value
-    return {i for value in latest.values() if value for i in orjson.loads(value).get("ledger", {})}
+    return {i for value in latest.values() if value for i in decode_state(value).sent_ids}
 
 
 def test_a_killed_fanout_never_leaves_a_state_ahead_of_its_notifications(broker, settings, start_worker, tmp_path,
