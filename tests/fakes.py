@@ -189,6 +189,6 @@ def fake_pipeline(settings: Settings | None = None) -> Pipeline:
         fallbacks=one(names.fallbacks),
         customers=FakeTable("customers", bytes),
         outages=FakeTable("outages"),
-        states=FakeTable("states"),
+        states=FakeTable("states", bytes),
         dispatched=FakeTable("dispatched", bytes),
     )

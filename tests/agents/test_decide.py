@@ -1,0 +1,155 @@
+"""The decide hop with fakes: what it produces where, event-time firing, held due records, opt-outs, the timer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from streams.agents.decide import Decide
+from streams.core.clock import EventClock, WallClock
+from streams.core.config import load_config
+from streams.core.decider import Decider
+from streams.core.directory import CustomerDirectory, owner_partition
+from streams.kafka.catch_up import CatchUp
+from streams.kafka.sends import ChangelogTable, Sends
+from streams.settings import ROOT, Settings
+from streams.tools.customer_files import upsert_event
+from tests.fakes import FakeProducer, Offsets, fake_pipeline
+
+CUSTOMERS = [orjson.loads(line) for line in (ROOT / "config" / "demo" / "customers.jsonl").read_bytes().splitlines()]
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 13:00 in Amsterdam: no quiet hours
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(Settings())
+
+
+class Hop:
+    """A Decide over fakes, and what it produced."""
+
+    def __init__(self, config, clock=None, catch_up=None, owned=None):
+        self.pipeline = fake_pipeline()
+        self.producer = FakeProducer(auto_ack=True)
+        sends = Sends(lambda: self.producer)
+        directory = CustomerDirectory(ChangelogTable(self.pipeline.customers, sends), self.pipeline.settings.partitions)
+        self.decider = Decider(config.rules, config.renderer, directory, ChangelogTable(self.pipeline.outages, sends),
+                               ChangelogTable(self.pipeline.states, sends))
+        self.hop = Decide(self.pipeline, self.decider, sends, clock or EventClock(), catch_up or CatchUp([]),
+                          owned or (lambda: set(range(self.pipeline.settings.partitions))))
+        self.offsets = Offsets()
+        self.topics = self.pipeline.settings.topics
+        self.loop = asyncio.new_event_loop()  # one loop for the hop's life: its futures belong to it
+
+    def run(self, coroutine) -> None:
+        self.loop.run_until_complete(coroutine)
+
+    def feed(self, topic: str, *payloads: dict) -> None:
+        events = []
+        for payload in payloads:
+            customer = payload.get("customer_id", "")
+            partition = owner_partition(customer, self.pipeline.settings.partitions) if customer else 0
+            events.append(self.offsets.event(topic, partition, orjson.dumps(payload), customer.encode()))
+        self.run(self.hop.batch(events))
+
+    def on(self, topic: str) -> list[dict]:
+        return [record.json() for record in self.producer.on(topic)]
+
+    def partitions_on(self, topic: str) -> list[int]:
+        return [record.partition for record in self.producer.on(topic)]
+
+
+def customer(customer_id: str) -> dict:
+    record = next(c for c in CUSTOMERS if c["customer_id"] == customer_id)
+    return upsert_event(record, T0 - timedelta(days=1))
+
+
+def shipped(customer_id: str, at: datetime = T0) -> dict:
+    return {"id": f"ship-{customer_id}", "type": "order.shipped", "occurred_at": at.isoformat(),
+            "customer_id": customer_id,
+            "data": {"order_id": "ORD-1", "carrier": "PostNL", "tracking_url": "https://tracking.example.nl/1",
+                     "eta": (at + timedelta(days=1)).isoformat()}}
+
+
+def cart(customer_id: str, at: datetime) -> dict:
+    return {"id": f"cart-{customer_id}-{at.timestamp():.0f}", "type": "cart.updated", "occurred_at": at.isoformat(),
+            "customer_id": customer_id,
+            "data": {"cart_id": f"CART-{customer_id}", "items": [{"sku": "A1", "name": "Router", "qty": 1,
+                                                                  "unit_price": 49.95}],
+                     "total": 49.95, "currency": "EUR", "checkout_url": "https://shop.example.nl/c/1"}}
+
+
+def test_a_decided_notification_goes_to_notifications_in_the_customers_partition(config):
+    hop = Hop(config)
+    hop.feed(hop.topics.events, customer("C1012"), shipped("C1012"))
+    [sent] = hop.on(hop.topics.notifications)
+    assert (sent["rule"], sent["customer_id"], sent["channel"]) == ("order-shipped", "C1012", "email")
+    assert hop.partitions_on(hop.topics.notifications) == [owner_partition("C1012", 4)]
+    # The customer's state is logged to the changelog, after the notification it records.
+    topics = hop.producer.topics()
+    assert topics.index("forewarn-states-changelog") > topics.index(hop.topics.notifications)
+
+
+def test_an_event_for_an_unknown_customer_is_a_suppression_with_its_reason(config):
+    hop = Hop(config)
+    hop.feed(hop.topics.events, shipped("C9999"))
+    assert hop.on(hop.topics.notifications) == []
+    assert [(s["customer_id"], s["reason"]) for s in hop.on(hop.topics.suppressed)] == [("C9999", "unknown_customer")]
+
+
+def test_in_event_time_a_later_event_first_fires_what_fell_due_before_it(config):
+    hop = Hop(config, clock=EventClock())
+    hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
+    assert hop.on(hop.topics.notifications) == []  # the reminder waits an hour
+    hop.feed(hop.topics.events, shipped("C1012", T0 + timedelta(hours=2)))
+    assert [n["rule"] for n in hop.on(hop.topics.notifications)] == ["cart-reminder", "order-shipped"]
+
+
+def test_a_due_record_read_before_the_catch_up_is_held_and_fires_once_it_is_open(config):
+    catch_up = CatchUp([["orders"]])
+    hop = Hop(config, clock=WallClock(lambda: T0 + timedelta(hours=2)), catch_up=catch_up)
+    hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
+    [due] = hop.decider.due.pop_due(T0 + timedelta(hours=2))
+    record = {"customer_id": due.customer_id, "pending_id": due.pending_id, "version": due.version, "at": due.at}
+    hop.feed(hop.topics.due, record)
+    assert hop.on(hop.topics.notifications) == []
+    assert len(hop.decider.due) == 1  # back in the index
+    catch_up.targets({("orders", 0): 0})
+    assert catch_up.advance({})
+    hop.feed(hop.topics.due, record)
+    assert [n["rule"] for n in hop.on(hop.topics.notifications)] == ["cart-reminder"]
+
+
+def test_an_opt_out_withdraws_the_channels_consent(config):
+    hop = Hop(config)
+    hop.feed(hop.topics.events, customer("C1012"))
+    hop.feed(hop.topics.optouts, {"customer_id": "C1012", "channel": "email", "reason": "unsubscribed"})
+    hop.feed(hop.topics.events, shipped("C1012"))
+    assert hop.on(hop.topics.notifications) == []
+    assert [s["reason"] for s in hop.on(hop.topics.suppressed)] == ["no_consent"]
+
+
+def test_the_timer_sends_due_records_only_for_owned_partitions_and_only_once_caught_up(config):
+    later = T0 + timedelta(hours=2)
+    mine = owner_partition("C1012", 4)
+
+    async def no() -> bool:
+        return False
+
+    async def yes() -> bool:
+        return True
+
+    for owned, catch_up, caught_up, expected in [({mine}, CatchUp([]), no, 1),
+                                                ({(mine + 1) % 4}, CatchUp([]), no, 0),
+                                                ({mine}, CatchUp([["orders"]]), no, 0),
+                                                ({mine}, CatchUp([["orders"]]), yes, 1)]:
+        hop = Hop(config, clock=WallClock(lambda: later), catch_up=catch_up, owned=lambda owned=owned: owned)
+        hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
+        hop.run(hop.hop.fire_due(caught_up))
+        sent = hop.pipeline.due.sent
+        assert len(sent) == expected, (owned, catch_up.stages)
+        if sent:
+            assert sent[0]["partition"] == mine and orjson.loads(sent[0]["value"])["customer_id"] == "C1012"

@@ -1,0 +1,104 @@
+"""The dispatch hop with fakes: marks before sends, one send per id, dead letters, parking and the retry round."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, ClassVar
+
+import orjson
+
+from streams.agents.dispatch import Dispatch, GuardedSends
+from streams.channels.base import Channel, Handover
+from streams.channels.courier import Courier
+from streams.channels.ledger import DONE
+from streams.channels.outbox import OutboxChannel
+from streams.errors import ChannelUnavailable
+from streams.kafka.sends import Sends
+from streams.settings import Settings
+from tests.channels.support import notification
+from tests.fakes import FakeProducer, Offsets, fake_pipeline
+
+
+class Down(Channel):
+    """A provider that never takes a message now."""
+
+    provider: ClassVar[str] = "down"
+    channels: ClassVar[tuple[str, ...]] = ("sms",)
+
+    def __init__(self) -> None:
+        self.tried = 0
+
+    async def send(self, notification: dict[str, Any]) -> Handover:
+        self.tried += 1
+        raise ChannelUnavailable("connection refused")
+
+
+class Hop:
+    def __init__(self, channels: dict[str, Channel], **settings: Any):
+        self.pipeline = fake_pipeline(dataclasses.replace(Settings(), **settings))
+        self.producer = FakeProducer(auto_ack=True)
+        courier = Courier(channels, attempts=1, backoff_base=0.0)
+        self.hop = Dispatch(self.pipeline, courier,
+                            GuardedSends(self.pipeline, courier, Sends(lambda: self.producer)),
+                            GuardedSends(self.pipeline, courier, Sends(lambda: self.producer)), lambda: 4)
+        self.offsets = Offsets()
+        self.topics = self.pipeline.settings.topics
+        self.loop = asyncio.new_event_loop()
+
+    def window(self, *values: bytes, retry: bool = False) -> None:
+        topic = self.topics.retry if retry else self.topics.notifications
+        events = [self.offsets.event(topic, 0, value) for value in values]
+        self.loop.run_until_complete((self.hop.retry_window if retry else self.hop.window)(events))
+
+    def on(self, topic: str) -> list[dict]:
+        return [record.json() for record in self.producer.on(topic)]
+
+
+def test_a_notification_is_marked_sending_before_it_is_sent_and_recorded_once_done(tmp_path):
+    outbox = OutboxChannel(tmp_path)
+    hop = Hop({"sms": outbox, "email": outbox})
+    sms = notification(1)
+    hop.window(orjson.dumps(sms))
+    lines = (tmp_path / "notifications.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line)["id"] for line in lines] == [sms["id"]]
+    [delivery] = hop.on(hop.topics.deliveries)
+    assert (delivery["notification_id"], delivery["provider"]) == (sms["id"], "outbox")
+    topics = hop.producer.topics()
+    ledger = "forewarn-dispatched-changelog"
+    assert topics.index(ledger) < topics.index(hop.topics.deliveries)  # the mark first
+    assert topics[-1] == ledger  # then "done", after the delivery record
+    assert hop.hop.first.ledger.get(sms["id"]).state == DONE
+
+
+def test_a_notification_sent_before_is_not_sent_again(tmp_path):
+    outbox = OutboxChannel(tmp_path)
+    hop = Hop({"sms": outbox, "email": outbox})
+    sms = orjson.dumps(notification(1))
+    hop.window(sms, sms)  # twice in one window
+    hop.window(sms)  # and again later, re-delivered
+    assert len((tmp_path / "notifications.jsonl").read_bytes().splitlines()) == 1
+    assert len(hop.on(hop.topics.deliveries)) == 1
+
+
+def test_what_is_no_notification_is_dead_lettered(tmp_path):
+    outbox = OutboxChannel(tmp_path)
+    hop = Hop({"sms": outbox, "email": outbox})
+    hop.window(b"not json", orjson.dumps({"id": "x", "channel": "pigeon"}))
+    assert [d["offset"] for d in hop.on(hop.topics.deadletter)] == [0, 1]
+    assert hop.on(hop.topics.deliveries) == []
+
+
+def test_a_spent_retry_budget_parks_and_the_retry_round_dead_letters_what_still_fails():
+    down = Down()
+    hop = Hop({"sms": down}, retry_delay=0.0)
+    sms = notification(1)
+    hop.window(orjson.dumps(sms))
+    [parked] = hop.on(hop.topics.retry)
+    assert parked["notification"]["id"] == sms["id"] and parked["retry_at"] > 0 and parked["reason"]
+    assert hop.on(hop.topics.deadletter) == []
+    hop.window(hop.producer.on(hop.topics.retry)[0].value, retry=True)
+    [dead] = hop.on(hop.topics.deadletter)
+    assert dead["reason"].startswith("undeliverable after two rounds")
+    assert down.tried == 2
+    assert [d["status"] for d in hop.on(hop.topics.deliveries)] == ["parked", "parked"]
