@@ -57,11 +57,18 @@ def test_a_provider_slower_than_configured_answers_429_and_its_reset_is_honoured
 async def outage_during_send(messages: int, outage: float, rate: float, attempts: int = 10) -> None:
     async with providers(sms_per_second=rate, email_per_second=rate) as (fake, sms, email):
         notifications = [notification(i, "sms" if i % 2 else "email") for i in range(messages)]
-        # Half of what arrives during the outage is taken all the same: the answer is a 503 either way.
-        asyncio.get_running_loop().call_later(1.0, lambda: fake.outage(outage, accept=0.5))
+        # The outage starts once a fifth has been taken, however fast the machine is today. Half of what
+        # arrives during it is taken all the same: the answer is a 503 either way.
+        async def outage_after_a_fifth() -> None:
+            while len(fake.accepted) < messages // 5:
+                await asyncio.sleep(0.005)
+            fake.outage(outage, accept=0.5)
+
+        starting = asyncio.get_running_loop().create_task(outage_after_a_fifth())
         found_before = unknown_count("twilio", "found") + unknown_count("sendgrid", "found")
         resent_before = unknown_count("twilio", "resent") + unknown_count("sendgrid", "resent")
         outcomes = await dispatch_all(Courier({"sms": sms, "email": email}, attempts=attempts), notifications)
+        assert starting.done(), "the outage never started: the check below would prove nothing"
         assert {o.delivery["status"] for o in outcomes} == {"queued"}
         exactly_once(fake, notifications)
         found = unknown_count("twilio", "found") + unknown_count("sendgrid", "found") - found_before
