@@ -104,7 +104,9 @@ def test_pending_messages_survive_sigkill_and_fire_exactly_once(broker, settings
 def test_a_checkout_made_while_the_worker_was_down_cancels_the_reminder_that_fell_due(broker, settings,
                                                                                      start_worker, tmp_path):
     """After a restart the recovered timer is overdue, the checkout still waits behind a backlog: it must win."""
-    wait = 3
+    # Long enough that the first worker is surely killed before it fires: its commit interval and the
+    # lag polls can take several seconds on a loaded machine.
+    wait = 10
     rules = write(tmp_path / "rules.yaml", RULES.replace(f"wait: {WAIT}s", f"wait: {wait}s"))
     env = {"FOREWARN_RULES": str(rules), "FOREWARN_CLOCK": "wall"}
     first = start_worker(**env)
@@ -112,13 +114,16 @@ def test_a_checkout_made_while_the_worker_was_down_cancels_the_reminder_that_fel
     source = (*settings.topics.source(), settings.topics.events)
     assert wait_drained(broker.bootstrap, start_worker.app_id, source, 90, alive=lambda: first.running), first.log()[-2000:]
     produce_json(broker.bootstrap, settings.topics.carts, [("C1010", cart("k1", "C1010", "CART-A"))])
+    abandoned_at = time.monotonic()
     assert wait_drained(broker.bootstrap, start_worker.app_id, source, 30, settle=0.5), first.log()[-2000:]
     first.kill()  # the reminder is pending in the state table
+    assert time.monotonic() - abandoned_at < wait, "the reminder fell due before the first worker was killed"
+    assert list(read_topic(broker.bootstrap, settings.topics.notifications)) == []
 
     backlog = [(f"X{i}", cart(f"x{i}", f"X{i}", f"CART-X{i}")) for i in range(5_000)]  # unknown customers
     produce_json(broker.bootstrap, settings.topics.carts, [
         *backlog, ("C1010", event("k2", "cart.checked_out", {"cart_id": "CART-A", "order_id": "ORD-1"}, "C1010"))])
-    time.sleep(wait + 1)
+    time.sleep(max(0.0, abandoned_at + wait + 1 - time.monotonic()))  # overdue when the worker comes back
     second = start_worker(**env)
     topics = (*source, settings.topics.due, settings.topics.notifications)
     assert wait_drained(broker.bootstrap, start_worker.app_id, topics, 120, settle=3,
