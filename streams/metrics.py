@@ -6,6 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_CONSUMED = Counter("forewarn_events_consumed_total", "Events read from a source topic", ["topic"])
 EVENTS_DEADLETTERED = Counter("forewarn_events_deadlettered_total", "Events refused to the dead-letter topic", ["topic"])
+HOP_FAILURES = Counter("forewarn_hop_failures_total",
+                       "Records a hop failed on unexpectedly and dead-lettered instead", ["hop"])
 NOTIFICATIONS = Counter("forewarn_notifications_total", "Notifications decided", ["rule", "channel"])
 SUPPRESSED = Counter("forewarn_suppressed_total", "Notifications not sent, by reason", ["rule", "reason"])
 DELIVERIES = Counter("forewarn_deliveries_total", "Outcomes of handing notifications to a channel",

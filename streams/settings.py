@@ -158,6 +158,8 @@ class Settings:
                                         "worker produces; under the 1 MiB a Kafka broker takes by default", "int")
     dispatch: bool = setting("FOREWARN_DISPATCH", True, "0: this worker decides but does not send (separate "
                              "dispatch workers)", "switch", shown="1")
+    test_poison: str | None = setting("FOREWARN_TEST_POISON", None, "tests only, `hop:marker`: records of that "
+                                      "hop holding the marker fail as if a bug hit them", "optional", shown="unset")
     fanout_limit: float = setting("FOREWARN_FANOUT_LIMIT", 3600.0, "seconds; a longer estimated fan-out is "
                                   "flagged (Twilio drops messages queued for 10 hours)", "float")
     twilio_account_sid: str | None = setting("TWILIO_ACCOUNT_SID", None, "Twilio account (secret)", "optional",
@@ -196,6 +198,9 @@ class Settings:
     webhook_port: int = setting("FOREWARN_WEBHOOK_PORT", 8088, "port the receiver listens on", "int")
     webhook_max_age: float = setting("FOREWARN_WEBHOOK_MAX_AGE", 300.0, "older signed receipts are refused as "
                                      "stale (s)", "float")
+    webhook_insecure_local: bool = setting("FOREWARN_WEBHOOK_INSECURE_LOCAL", False, "1: run the receiver without "
+                                           "a public URL, on loopback only, Twilio signatures checked against "
+                                           "that address (development)", "switch", shown="0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -23,6 +23,7 @@ import faust
 
 from streams import gc_tuning, metrics, privacy
 from streams.agents import decide, dispatch, ingest
+from streams.agents.contain import Poison
 from streams.agents.topics import Pipeline, declare
 from streams.core.config import CoreConfig, load_config
 from streams.kafka import faust_fixes
@@ -58,10 +59,11 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
     # Live timers wait until ingest, then decide, have read what their partitions held; in event time
     # the events themselves move the clock, and the catch-up is open from the start.
     catch_up = CatchUp([list(settings.topics.source()), [settings.topics.events]] if settings.clock == "wall" else [])
-    ingest.register(app, pipeline, catch_up)
-    decide.register(app, pipeline, config or load_config(settings), catch_up, bootstrap)
+    poison = Poison(settings.test_poison)
+    ingest.register(app, pipeline, catch_up, poison)
+    decide.register(app, pipeline, config or load_config(settings), catch_up, bootstrap, poison)
     if settings.dispatch:
-        dispatch.register(app, pipeline)
+        dispatch.register(app, pipeline, poison)
     return app
 
 

@@ -147,6 +147,7 @@ class FakeMessage:
     partition: int
     offset: int
     key: bytes | None = None
+    timestamp: float = 0.0  # when the broker took the message (seconds); 0: not known
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,11 @@ class Offsets:
 
     next: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def event(self, topic: str, partition: int, value: bytes | None, key: bytes | None = None) -> FakeEvent:
+    def event(self, topic: str, partition: int, value: bytes | None, key: bytes | None = None,
+              timestamp: float = 0.0) -> FakeEvent:
         offset = self.next.get((topic, partition), 0)
         self.next[(topic, partition)] = offset + 1
-        return FakeEvent(value, FakeMessage(topic, partition, offset, key))
+        return FakeEvent(value, FakeMessage(topic, partition, offset, key, timestamp))
 
 
 def fake_pipeline(settings: Settings | None = None) -> Pipeline:

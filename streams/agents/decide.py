@@ -20,6 +20,7 @@ import faust
 import orjson
 
 from streams import gc_tuning
+from streams.agents.contain import Containment, Poison
 from streams.agents.topics import Pipeline
 from streams.core.clock import Clock, EventClock, WallClock
 from streams.core.config import CoreConfig
@@ -28,6 +29,7 @@ from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.fanout_plan import plan_fanout
 from streams.core.schedule import Due
 from streams.kafka.catch_up import CatchUp, CatchUpWatch
+from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.metrics import (FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT_RECIPIENTS, NOTIFICATIONS,
                              PROCESSING_SECONDS, SUPPRESSED)
@@ -48,7 +50,7 @@ class Decide:
     """What the decide agent and its timer do; faust only hands it records and partitions."""
 
     def __init__(self, pipeline: Pipeline, decider: Decider, sends: Sends, clock: Clock, catch_up: CatchUp,
-                 owned: Callable[[], set[int]]):
+                 owned: Callable[[], set[int]], poison: Poison | None = None):
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.decider = decider
@@ -56,6 +58,8 @@ class Decide:
         self.clock = clock
         self.catch_up = catch_up
         self.owned = owned  # the partitions of forewarn-events this worker has now
+        self.containment = Containment("decide", sends, pipeline.deadletter, poison)
+        self.due_containment = Containment("due", sends, pipeline.deadletter, poison)
 
     def owned_by(self, partitions: set[int]) -> Callable[[str], bool]:
         count = self.settings.partitions
@@ -66,10 +70,13 @@ class Decide:
         # record them are logged (``Sends.settle``) costs one round trip per batch, not per event.
         with gc_tuning.in_progress():  # no full collection in the middle of a fan-out
             for event in events:
-                await self.one(event)
+                await self._contained(event).run(event, self.one)
                 if not self.catch_up.open:
                     self.catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
             await self.sends.settle()
+
+    def _contained(self, event) -> Containment:
+        return self.due_containment if event.message.topic == self.settings.topics.due else self.containment
 
     async def one(self, event) -> None:
         started = time.perf_counter()
@@ -114,11 +121,18 @@ class Decide:
         if until is None:
             return
         partitions = self.settings.partitions
-        for due in self.decider.due.pop_due(until, self.owned_by(self.owned())):
+        dues = self.decider.due.pop_due(until, self.owned_by(self.owned()))
+        for index, due in enumerate(dues):
             record = {"customer_id": due.customer_id, "pending_id": due.pending_id, "version": due.version,
                       "at": due.at}
-            await self.pipeline.due.send(key=due.customer_id.encode(), value=orjson.dumps(record),
-                                         partition=owner_partition(due.customer_id, partitions))
+            try:
+                await self.pipeline.due.send(key=due.customer_id.encode(), value=orjson.dumps(record),
+                                             partition=owner_partition(due.customer_id, partitions))
+            except Exception as exc:  # noqa: BLE001  the entries are still in the states: back to the index
+                log.warning("handing due messages over failed (%s); they fire on a later tick", type(exc).__name__)
+                for held in dues[index:]:
+                    self.decider.hold(held)
+                return
 
     def announce_fanout(self, payload: dict, partition: int) -> None:
         """Log and expose the plan of an outage fan-out before it starts; loudly when it will take too long."""
@@ -165,7 +179,7 @@ class Decide:
 
 
 def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: CatchUp,
-             bootstrap: list[str]) -> Decide:
+             bootstrap: list[str], poison: Poison | None = None) -> Decide:
     settings = pipeline.settings
     sends = Sends.of_app(app)
     directory = CustomerDirectory(ChangelogTable(pipeline.customers, sends), settings.partitions)
@@ -175,7 +189,8 @@ def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: C
     def owned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topics.events}
 
-    hop = Decide(pipeline, decider, sends, clock_for(settings), catch_up, owned)
+    hop = Decide(pipeline, decider, sends, clock_for(settings), catch_up, owned, poison)
+    stop = FailStop("decide")
     watch = CatchUpWatch(app, catch_up, bootstrap, settings.topics.events)
 
     @pipeline.customers.on_recover
@@ -197,6 +212,6 @@ def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: C
     @app.agent(pipeline.decide_input, concurrency=1, name="decide")
     async def decide(stream):
         async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-            await hop.batch(events)
+            await stop.run(hop.batch, events)
 
     return hop

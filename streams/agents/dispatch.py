@@ -20,7 +20,10 @@ What the courier decides (``streams.channels.courier.Courier``) lands here:
 customer, as the decide agent places a customer; a notification whose retry
 budget ran out goes to ``notifications.retry`` (in the notification's own
 partition) and is tried once more after ``FOREWARN_RETRY_DELAY`` by
-``redispatch``; after that it goes to ``deadletter``. Nothing is dropped.
+``redispatch``, parked again while it keeps failing, for up to a day
+(``Dispatch.park_for``); after that it goes to ``deadletter``. An unexpected
+failure on one record goes to ``deadletter`` too (``streams.agents.contain``).
+Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -31,17 +34,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import faust
 import orjson
 
+from streams.agents.contain import Containment, Poison
 from streams.agents.topics import Pipeline
 from streams.channels.courier import Courier, DeliveryOutcome
 from streams.channels.ledger import DONE, SENDING, Mark, SendLedger
 from streams.channels.registry import channels_for
 from streams.core.directory import owner_partition
 from streams.core.events import deadletter_record
+from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
 
@@ -152,15 +158,24 @@ class GuardedSends:
 
 
 class Dispatch:
-    """The dispatch agent's window (``notifications``) and the retry round's (``notifications.retry``)."""
+    """The dispatch agent's window (``notifications``) and the retry round's (``notifications.retry``).
+
+    A notification whose channel keeps failing (a provider down, a full outbox
+    disk) is parked and tried again every ``FOREWARN_RETRY_DELAY`` for
+    ``park_for`` seconds after its first attempt; only then is it a dead letter.
+    """
+
+    park_for: float = 86_400.0
 
     def __init__(self, pipeline: Pipeline, courier: Courier, first: GuardedSends, retry: GuardedSends,
-                 owned_notifications: Callable[[], int]):
+                 owned_notifications: Callable[[], int], poison: Poison | None = None):
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.courier = courier
         self.first = first
         self.retry = retry
+        self.containment = Containment("dispatch", first.sends, pipeline.deadletter, poison)
+        self.retry_containment = Containment("redispatch", retry.sends, pipeline.deadletter, poison)
         self.owned_notifications = owned_notifications
         self._seen: dict[int, int] = {}
 
@@ -170,28 +185,36 @@ class Dispatch:
 
     async def window(self, events) -> None:
         self.owned_share()
-        guarded, items, taken = self.first, [], set()
+        items: list[Item] = []
+        taken: set[str] = set()
         for event in events:
             watch_offsets(self._seen, event)
-            notification = parse(event, self.courier.channels)
-            if notification is None:
-                await guarded.dead(event, "not a notification (JSON object with id, channel, to, customer_id, rule)")
-            elif notification["id"] not in taken:
-                mark = guarded.ledger.get(notification["id"])
-                if not guarded.sent_before(notification, mark):
-                    taken.add(notification["id"])
-                    items.append(Item(event.message.partition, notification, event, mark))
-        await guarded.window(items, self._park)
+            await self.containment.run(event, partial(self._take, items=items, taken=taken))
+        await self.first.window(items, self._park)
+
+    async def _take(self, event, items: list[Item], taken: set[str]) -> None:
+        guarded = self.first
+        notification = parse(event, self.courier.channels)
+        if notification is None:
+            await guarded.dead(event, "not a notification (JSON object with id, channel, to, customer_id, rule)")
+        elif notification["id"] not in taken:
+            mark = guarded.ledger.get(notification["id"])
+            if not guarded.sent_before(notification, mark):
+                taken.add(notification["id"])
+                items.append(Item(event.message.partition, notification, event, mark))
 
     async def _park(self, item: Item, outcome: DeliveryOutcome) -> None:
         if outcome.parked:
-            now = time.time()
-            parked = {"notification": outcome.notification, "reason": outcome.parked,
-                      "unknown": outcome.unknown, "since": outcome.since,
-                      "parked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
-                      "retry_at": now + self.settings.retry_delay}
-            await self.first.sends.send(self.pipeline.retry, outcome.notification["id"].encode(),
-                                        orjson.dumps(parked), partition=item.partition)
+            await self._park_on(self.first.sends, item, outcome)
+
+    async def _park_on(self, sends: Sends, item: Item, outcome: DeliveryOutcome) -> None:
+        now = time.time()
+        parked = {"notification": outcome.notification, "reason": outcome.parked,
+                  "unknown": outcome.unknown, "since": outcome.since,
+                  "parked_at": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+                  "retry_at": now + self.settings.retry_delay}
+        await sends.send(self.pipeline.retry, outcome.notification["id"].encode(), orjson.dumps(parked),
+                         partition=item.partition)
 
     async def retry_window(self, events) -> None:
         """One more round for parked notifications, ``FOREWARN_RETRY_DELAY`` after parking; then deadletter."""
@@ -204,32 +227,47 @@ class Dispatch:
         await self.retry.window(items, self._give_up)
 
     async def _parked_items(self, events) -> tuple[list[Item], list[float]]:
-        guarded, items, retry_at, taken = self.retry, [], [], set()
+        items: list[Item] = []
+        retry_at: list[float] = []
+        taken: set[str] = set()
         for event in events:
-            try:
-                entry = orjson.loads(event.value)
-                notification = entry["notification"]
-                notification_id = notification["id"]
-                since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                await guarded.dead(event, "not a parked notification")
-                continue
-            if notification_id in taken:
-                continue
-            mark = guarded.ledger.get(notification_id)
-            if guarded.sent_before(notification, mark, parked_counts=False):
-                continue
-            taken.add(notification_id)
-            retry_at.append(entry.get("retry_at", 0))
-            items.append(Item(event.message.partition, notification, event, mark, since, entry.get("unknown")))
+            await self.retry_containment.run(event, partial(self._take_parked, items=items, retry_at=retry_at,
+                                                            taken=taken))
         return items, retry_at
 
+    async def _take_parked(self, event, items: list[Item], retry_at: list[float], taken: set[str]) -> None:
+        guarded = self.retry
+        try:
+            entry = orjson.loads(event.value)
+            notification = entry["notification"]
+            notification_id = notification["id"]
+            since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
+            moment = float(entry.get("retry_at", 0))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            await guarded.dead(event, "not a parked notification")
+            return
+        if notification_id in taken:
+            return
+        mark = guarded.ledger.get(notification_id)
+        if guarded.sent_before(notification, mark, parked_counts=False):
+            return
+        taken.add(notification_id)
+        retry_at.append(moment)
+        items.append(Item(event.message.partition, notification, event, mark, since, entry.get("unknown")))
+
     async def _give_up(self, item: Item, outcome: DeliveryOutcome) -> None:
-        if outcome.parked:
-            await self.retry.dead(item.event, f"undeliverable after two rounds: {outcome.parked}")
+        """Still failing: parked again while the first attempt is younger than ``park_for``, then a dead letter."""
+        if not outcome.parked:
+            return
+        first = datetime.fromisoformat(outcome.since) if outcome.since else datetime.now(timezone.utc)
+        waited = (datetime.now(timezone.utc) - first).total_seconds()
+        if waited < self.park_for:
+            await self._park_on(self.retry.sends, item, outcome)
+        else:
+            await self.retry.dead(item.event, f"undeliverable for {waited:.0f} s: {outcome.parked}")
 
 
-def register(app: faust.App, pipeline: Pipeline) -> Dispatch:
+def register(app: faust.App, pipeline: Pipeline, poison: Poison | None = None) -> Dispatch:
     settings = pipeline.settings
     courier = Courier(channels_for(settings), attempts=settings.dispatch_attempts)
 
@@ -237,16 +275,17 @@ def register(app: faust.App, pipeline: Pipeline) -> Dispatch:
         return sum(1 for tp in app.consumer.assignment() if tp.topic == settings.topics.notifications)
 
     hop = Dispatch(pipeline, courier, GuardedSends(pipeline, courier, Sends.of_app(app)),
-                   GuardedSends(pipeline, courier, Sends.of_app(app)), owned_notifications)
+                   GuardedSends(pipeline, courier, Sends.of_app(app)), owned_notifications, poison)
+    stop, stop_retry = FailStop("dispatch"), FailStop("redispatch")
 
     @app.agent(pipeline.notifications, concurrency=1, name="dispatch")
     async def dispatch(stream):
         async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-            await hop.window(events)
+            await stop.run(hop.window, events)
 
     @app.agent(pipeline.retry, concurrency=1, name="redispatch")
     async def redispatch(stream):
         async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-            await hop.retry_window(events)
+            await stop_retry.run(hop.retry_window, events)
 
     return hop

@@ -7,14 +7,18 @@ outage concerns everyone, so it is handed to every partition.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import faust
 import orjson
 
+from streams.agents.contain import Containment, Poison
 from streams.agents.topics import Pipeline
 from streams.core.directory import owner_partition
-from streams.core.events import deadletter_record, parse_event
+from streams.core.events import check_not_ahead, deadletter_record, parse_event
 from streams.errors import EventError
 from streams.kafka.catch_up import CatchUp
+from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import Sends
 from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
 
@@ -32,16 +36,17 @@ def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
 class Ingest:
     """What the agent does with each batch of source events; no faust in here but the records it is handed."""
 
-    def __init__(self, pipeline: Pipeline, sends: Sends, catch_up: CatchUp):
+    def __init__(self, pipeline: Pipeline, sends: Sends, catch_up: CatchUp, poison: Poison | None = None):
         self.pipeline = pipeline
         self.sends = sends
         self.catch_up = catch_up
+        self.containment = Containment("ingest", sends, pipeline.deadletter, poison)
 
     async def batch(self, events) -> None:
         # A batch's messages share record batches: a message each would cost a future and a lingering
         # send. Every batch is in the producer before take_events acks it (faust flushes, then commits).
         for event in events:
-            await self.route(event)
+            await self.containment.run(event, self.route)
         await self.sends.end_batch()
         if not self.catch_up.open:
             for event in events:
@@ -52,23 +57,26 @@ class Ingest:
         EVENTS_CONSUMED.labels(message.topic).inc()
         try:
             parsed = parse_event(event.value)
+            if message.timestamp and message.timestamp > 0:
+                check_not_ahead(parsed, datetime.fromtimestamp(message.timestamp, timezone.utc))
         except EventError as exc:
             EVENTS_DEADLETTERED.labels(message.topic).inc()
             record = deadletter_record(topic=message.topic, partition=message.partition,
                                        offset=message.offset, key=message.key,
-                                       value=event.value, reason=str(exc))
+                                       value=event.value, reason=str(exc), hop="ingest")
             await self.sends.send(self.pipeline.deadletter, message.key, orjson.dumps(record))
         else:
             for key, partition in routes(parsed, self.pipeline.settings.partitions):
                 await self.sends.send(self.pipeline.events, key, event.value, partition)
 
 
-def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp) -> Ingest:
-    hop = Ingest(pipeline, Sends.of_app(app), catch_up)
+def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp, poison: Poison | None = None) -> Ingest:
+    hop = Ingest(pipeline, Sends.of_app(app), catch_up, poison)
+    stop = FailStop("ingest")
 
     @app.agent(pipeline.sources, concurrency=1, name="ingest")
     async def ingest(stream):
         async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-            await hop.batch(events)
+            await stop.run(hop.batch, events)
 
     return hop

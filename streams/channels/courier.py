@@ -32,11 +32,10 @@ from typing import Any, ClassVar
 
 from streams.channels.base import Channel, Handover
 from streams.channels.ratelimit import share
-from streams.errors import ChannelRejected, ChannelUnavailable, OutcomeUnknown, Throttled
+from streams.errors import ChannelError, ChannelRejected, ChannelUnavailable, OutcomeUnknown, Throttled
 from streams.metrics import FALLBACKS, OPTOUTS, RETRIES, UNKNOWN_OUTCOMES
 
 log = logging.getLogger(__name__)
-
 
 
 def now_iso() -> str:
@@ -62,6 +61,26 @@ def fallback_record(notification_id: str, customer_id: str, rule: str, failed_ch
     """For ``fallbacks``: the decide side renders the rule for the next channel in ``fallback``, once."""
     return {"notification_id": notification_id, "customer_id": customer_id, "rule": rule,
             "failed_channel": failed_channel, "reason": reason, "fallback": list(fallback), "at": now_iso()}
+
+
+async def _send(channel: Channel, notification: dict[str, Any]) -> Handover:
+    """``channel.send``; an exception no channel should raise counts as an unknown outcome, not a crash."""
+    try:
+        return await channel.send(notification)
+    except ChannelError:
+        raise
+    except Exception as exc:  # noqa: BLE001  it may have gone out: ask before sending again
+        raise OutcomeUnknown(f"unexpected {type(exc).__name__} in {channel.provider}: {exc}"[:300]) from exc
+
+
+async def _find_sent(channel: Channel, notification: dict[str, Any], since: datetime) -> Handover | None:
+    try:
+        return await channel.find_sent(notification, since)
+    except ChannelError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ChannelUnavailable(f"unexpected {type(exc).__name__} in {channel.provider}'s look-up: {exc}"[:300]) \
+            from exc
 
 
 @dataclass
@@ -137,7 +156,7 @@ class Courier:
             exc: ChannelUnavailable
             if unknown is not None:
                 try:
-                    found = await channel.find_sent(notification, since)
+                    found = await _find_sent(channel, notification, since)
                 except ChannelUnavailable as failure:
                     # Still cannot tell: sending now could send twice, so wait and ask again.
                     exc, last_error = failure, f"{unknown}; look-up failed: {failure}"
@@ -154,7 +173,7 @@ class Courier:
                 unknown = None
             sends += 1
             try:
-                handover = await channel.send(notification)
+                handover = await _send(channel, notification)
             except ChannelRejected as refused:
                 return self._refused(channel, notification, refused, sends)
             except ChannelUnavailable as failure:

@@ -3,11 +3,16 @@
 Emails also get an ``.eml`` file under ``email/`` that any mail client opens.
 Used when no provider credentials are set, so the demo needs no accounts. A
 notification id already in the file is not written twice: re-delivery after a
-crash does not double a message here.
+crash does not double a message here. A write that fails (a full disk, a
+read-only folder) is a transient channel error: the courier retries, parks and
+tries again later; the line is written whole or not at all.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,8 +20,10 @@ from typing import Any, ClassVar
 import orjson
 
 from streams.channels.base import Channel, Handover
-from streams.errors import ChannelRejected
+from streams.errors import ChannelRejected, ChannelUnavailable
 from streams.core.events import Schemas, default_schemas
+
+log = logging.getLogger(__name__)
 
 
 class OutboxChannel(Channel):
@@ -30,7 +37,6 @@ class OutboxChannel(Channel):
         (directory / "email").mkdir(parents=True, exist_ok=True)
         self.path = directory / "notifications.jsonl"
         self._written = self._known_ids()
-        self._file = self.path.open("ab")
 
     def _known_ids(self) -> set[str]:
         if not self.path.exists():
@@ -48,14 +54,50 @@ class OutboxChannel(Channel):
         if problems:
             raise ChannelRejected("not a valid notification: " + "; ".join(problems[:3]))
         if notification["id"] not in self._written:
-            if notification["channel"] == "email":
-                self._write_eml(notification)
-            self._file.write(orjson.dumps(notification) + b"\n")
-            self._file.flush()
+            try:
+                self._write(notification)
+            except OSError as exc:  # a full disk, a read-only or removed folder: it may come back
+                raise ChannelUnavailable(f"outbox {self.directory} not writable: {exc.strerror or exc}") from None
             self._written.add(notification["id"])
         return Handover(self.provider, notification["id"])
 
-    def _write_eml(self, notification: dict[str, Any]) -> None:
+    def _write(self, notification: dict[str, Any]) -> None:
+        eml = self._write_eml(notification) if notification["channel"] == "email" else None
+        try:
+            self._append(orjson.dumps(notification) + b"\n")
+        except OSError:
+            if eml is not None:  # the line is what counts as sent: no message file without it
+                eml.unlink(missing_ok=True)
+            raise
+
+    def _append(self, line: bytes) -> None:
+        """Add ``line`` whole or not at all: what a failed write left is cut off again.
+
+        The file is opened for each line, so that a folder mounted again or a file
+        moved aside while the disk was full is written where it is now.
+        """
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # an unbuffered write may take only part of it before the disk is full
+                    view = view[os.write(fd, view):]
+            except OSError:
+                self._cut_back(fd, size)
+                raise
+        finally:
+            os.close(fd)
+
+    def _cut_back(self, fd: int, size: int) -> None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return  # a device or pipe keeps nothing to cut
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            log.warning("could not cut a half-written line off %s", self.path)
+
+    def _write_eml(self, notification: dict[str, Any]) -> Path:
         message = EmailMessage()
         message["Message-ID"] = f"<{notification['id']}@forewarn.example>"
         message["From"] = self.sender
@@ -65,7 +107,15 @@ class OutboxChannel(Channel):
         message.set_content(notification["body"])
         if notification.get("html"):
             message.add_alternative(notification["html"], subtype="html")
-        (self.directory / "email" / f"{notification['id']}.eml").write_bytes(bytes(message))
+        path = self.directory / "email" / f"{notification['id']}.eml"
+        partial = path.with_suffix(".eml.part")
+        try:  # renamed into place whole, so a mail client never opens half a message
+            partial.write_bytes(bytes(message))
+            partial.replace(path)
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
+        return path
 
     async def close(self) -> None:
-        self._file.close()
+        """Nothing stays open between messages."""

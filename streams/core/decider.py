@@ -16,6 +16,7 @@ is decided step by step in ``restraint``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,8 @@ from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex
 from streams.core.state import Contact, CustomerState, Fallback, Pending, Told, decode_state, encode_state
 from streams.errors import TemplateError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ADDRESS_FIELD", "Decider", "Decision", "Notification", "Suppression", "notification_id", "reachable"]
 
@@ -63,6 +66,21 @@ def _iso(moment: datetime) -> str:
 
 def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+def contained(decisions: Iterator[Decision], rule_id: str, customer_id: str | None, event_id: str,
+              stamp: str, key: str | None) -> Iterator[Decision]:
+    """One customer's decision; should it fail unexpectedly, an ``internal_error`` record, and the rest go on.
+
+    A decision saves the customer's state after yielding its messages, so a
+    failure part-way leaves no record of a message that was never emitted.
+    """
+    try:
+        yield from decisions
+    except Exception as exc:  # noqa: BLE001  a bug or an input no check foresaw must not cost the fan-out
+        log.error("rule %s, customer %s: decision failed: %s", rule_id, customer_id, type(exc).__name__)
+        yield Suppression(rule_id, customer_id, "internal_error", event_id, stamp, key=key,
+                          detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _with_outage(event: dict[str, Any], outage: dict[str, Any] | None, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -124,7 +142,8 @@ class Decider:
                 audience = self.directory.affected(outage.get("areas", ()), outage.get("nodes", ()), partition)
             trigger = _Trigger(rule, key, event, (event["id"],), event["id"], outage_key=outage_key or None)
             for customer in audience:  # one trigger for the whole audience: nothing downstream changes it
-                yield from self._trigger(trigger, customer, now)
+                yield from contained(self._trigger(trigger, customer, now), rule.id, customer["id"],
+                                     event["id"], stamp, key)
         if event_type == "outage.resolved" and outage is not None:
             self._forget_outage(outage, event["data"]["outage_id"], partition)
 
@@ -157,7 +176,8 @@ class Decider:
             event = _with_outage(event, self.outages.get(entry.outage_key), OUTAGE_LISTS)
         trigger = _Trigger(rule, entry.key, event, entry.event_ids, entry.occurrence, from_pending=True,
                            outage_key=entry.outage_key)
-        yield from self._deliver(trigger, customer, now, state)
+        yield from contained(self._deliver(trigger, customer, now, state), rule.id, due.customer_id,
+                             entry.event["id"], stamp, entry.key)
         if event["type"] == "outage.resolved" and due.pending_id not in state.pending:
             # The all-clear was decided, sent or not: the customer keeps no record of the outage.
             state.outages.pop(event["data"]["outage_id"], None)
@@ -194,7 +214,8 @@ class Decider:
         trigger = _Trigger(rule, entry.key, event, entry.event_ids, entry.occurrence,
                            from_pending=True, outage_key=entry.outage_key,
                            fallback_from=record["failed_channel"], only=tuple(record.get("fallback", ())))
-        yield from self._deliver(trigger, customer, now, state)
+        yield from contained(self._deliver(trigger, customer, now, state), rule.id, record["customer_id"],
+                             entry.event["id"], _iso(now), entry.key)
 
     def hold(self, due: Due) -> None:
         """A due record that may not fire yet: index its pending entry again, as the state has it now.

@@ -9,8 +9,11 @@ its country) is checked here too, so that nothing downstream meets bad data.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from datetime import datetime, timezone
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import fastjsonschema
 import orjson
 import phonenumbers
+from email_validator import EmailNotValidError, validate_email
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -33,6 +37,28 @@ EVENT_TYPES = (
     "customer.upserted", "customer.deleted",
 )
 MAX_EVENT_BYTES = 256 * 1024
+MAX_KEY_BYTES = 1024
+MAX_REASON = 2_000  # characters of a dead letter's reason
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What an event may hold at most; past these it is refused at the door, before any schema is read.
+
+    The schema validators recurse: an event nested a thousand arrays deep would
+    crash them, so depth and sizes are checked first, without recursion.
+    """
+
+    depth: int = 16  # nested objects and arrays
+    string: int = 10_000  # characters in one string (a cart item's name, an outage's message)
+    items: int = 1_000  # entries in one array or object (a cart's items, an outage's postcodes)
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)  # occurred_at from here ...
+    latest: datetime = datetime(2100, 1, 1, tzinfo=timezone.utc)  # ... to before here
+    ahead: timedelta = timedelta(hours=1)  # how far occurred_at may be past the time the broker took the event
+
+
+BOUNDS = Bounds()
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z")  # common.json
 
 
 class Schemas:
@@ -119,16 +145,68 @@ def parse_event(raw: bytes | str, schemas: Schemas | None = None) -> dict[str, A
         raise EventError(f"not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise EventError(f"event must be a JSON object, got {type(event).__name__}")
+    check_bounds(event)
     event_type = event.get("type")
     if event_type not in EVENT_TYPES:
         raise EventError(f"unknown event type {_shorten(repr(event_type), 80)}")
     problems = schemas.problems(f"events/{event_type}.json", event)
     if problems:
         raise EventError("schema: " + "; ".join(problems[:5]))
-    parse_timestamp(event["occurred_at"])
+    check_moment(parse_timestamp(event["occurred_at"]))
+    check_times(event["data"])
     if event_type == "customer.upserted":
         check_customer_data(event["data"])
     return event
+
+
+def check_bounds(value: Any, bounds: Bounds = BOUNDS) -> None:
+    """Refuse values nested deeper, or strings and collections longer, than ``bounds``; iterative."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if len(item) > bounds.string:
+                raise EventError(f"a string of {len(item)} characters exceeds the limit of {bounds.string}")
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > bounds.depth:
+            raise EventError(f"nested deeper than {bounds.depth} levels")
+        if len(item) > bounds.items:
+            raise EventError(f"{len(item)} entries in one array or object exceed the limit of {bounds.items}")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+
+
+def check_moment(moment: datetime, bounds: Bounds = BOUNDS) -> datetime:
+    """An event time inside the sane range; one event from year 9999 must not move any clock."""
+    if not bounds.earliest <= moment < bounds.latest:
+        raise EventError(f"time {moment.isoformat()} is outside {bounds.earliest.year} to {bounds.latest.year}")
+    return moment
+
+
+def check_not_ahead(event: dict[str, Any], received: datetime, bounds: Bounds = BOUNDS) -> None:
+    """An event may not claim to have happened well after the broker took it: it would move the clock ahead."""
+    moment = parse_timestamp(event["occurred_at"])
+    if moment > received + bounds.ahead:
+        raise EventError(f"occurred_at {event['occurred_at']} is more than {bounds.ahead} after the broker "
+                         f"received the event ({received.isoformat(timespec='seconds')})")
+
+
+def check_times(data: Any) -> None:
+    """Every timestamp in an event's data (an ETA, an expected end) inside the sane range too."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if TIMESTAMP.match(item):
+                check_moment(parse_timestamp(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def check_customer_data(data: dict[str, Any]) -> None:
@@ -142,6 +220,11 @@ def check_customer_data(data: dict[str, Any]) -> None:
         raise EventError("phone is not a parseable E.164 number") from None
     if not phonenumbers.is_valid_number(number):
         raise EventError("phone is not a valid number for its country")
+    try:
+        # Syntax only: no DNS lookups at the door. Refuses NUL, control and bidi-override characters.
+        validate_email(data["email"], check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise EventError(f"email is not a valid address: {exc}") from None
 
 
 def customer_record(event: dict[str, Any]) -> dict[str, Any]:
@@ -150,20 +233,31 @@ def customer_record(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def deadletter_record(*, topic: str, partition: int, offset: int, key: bytes | None,
-                      value: bytes | None, reason: str) -> dict[str, Any]:
-    """What the dead-letter topic keeps: the original bytes and why they were refused."""
+                      value: bytes | None, reason: str, hop: str | None = None) -> dict[str, Any]:
+    """What the dead-letter topic keeps: the original bytes, which hop refused them and why.
+
+    A value past ``MAX_EVENT_BYTES`` keeps its first ``MAX_EVENT_BYTES`` with its
+    full size and SHA-256, so that the record itself always fits on the topic.
+    """
     value = value or b""
+    kept = value[:MAX_EVENT_BYTES]
     try:
-        text = value.decode("utf-8")
+        text = kept.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    return {
+    record = {
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "key_b64": base64.b64encode(key).decode() if key is not None else None,
-        "value_b64": base64.b64encode(value).decode(),
+        "key_b64": base64.b64encode(key[:MAX_KEY_BYTES]).decode() if key is not None else None,
+        "value_b64": base64.b64encode(kept).decode(),
         "value_text": text,
-        "reason": reason,
+        "reason": reason[:MAX_REASON],
         "dead_at": datetime.now(timezone.utc).isoformat(),
     }
+    if hop is not None:
+        record["hop"] = hop
+    if len(kept) < len(value):
+        record["value_bytes"] = len(value)
+        record["value_sha256"] = hashlib.sha256(value).hexdigest()
+    return record

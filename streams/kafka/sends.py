@@ -32,6 +32,7 @@ producer in ``tests/kafka/test_sends.py``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
@@ -39,11 +40,15 @@ from typing import Any
 import faust
 import orjson
 
+log = logging.getLogger(__name__)
+
 
 class Sends:
     in_flight: int = 20_000
     bulk_after: int = 64
     changes_per_flush: int = 5_000
+    retry_delay: float = 0.5  # seconds before a failed acknowledged send is tried again; doubling ...
+    retry_cap: float = 30.0  # ... up to this
 
     def __init__(self, producer: Callable[[], Any]) -> None:
         self._producer_of = producer  # the aiokafka producer, once the worker has started it
@@ -77,6 +82,19 @@ class Sends:
             await self._ship(name, partition)
             builder = self._open[(name, partition)] = self._producer.create_batch()
             builder.append(key=key, value=value, timestamp=None)
+
+    async def send_acknowledged(self, topic: faust.TopicT | str, key: bytes | None, value: bytes) -> None:
+        """Send one message and wait until Kafka has it, trying again until it does (dead letters)."""
+        name = topic if isinstance(topic, str) else topic.get_topic_name()
+        delay = self.retry_delay
+        while True:
+            try:
+                await (await self._producer.send(name, value, key=key))
+                return
+            except Exception as exc:  # noqa: BLE001  the offset waits for this record, however long
+                log.warning("sending to %s failed (%s); trying again in %.0f s", name, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_cap)
 
     def changed(self, table: ChangelogTable, key: Any) -> None:
         self._tables[table.changelog] = table

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 
+from streams.agents.contain import Poison
 from streams.agents.decide import Decide
 from streams.core.clock import EventClock, WallClock
 from streams.core.config import load_config
@@ -31,7 +33,7 @@ def config():
 class Hop:
     """A Decide over fakes, and what it produced."""
 
-    def __init__(self, config, clock=None, catch_up=None, owned=None):
+    def __init__(self, config, clock=None, catch_up=None, owned=None, poison=None):
         self.pipeline = fake_pipeline()
         self.producer = FakeProducer(auto_ack=True)
         sends = Sends(lambda: self.producer)
@@ -39,7 +41,7 @@ class Hop:
         self.decider = Decider(config.rules, config.renderer, directory, ChangelogTable(self.pipeline.outages, sends),
                                ChangelogTable(self.pipeline.states, sends))
         self.hop = Decide(self.pipeline, self.decider, sends, clock or EventClock(), catch_up or CatchUp([]),
-                          owned or (lambda: set(range(self.pipeline.settings.partitions))))
+                          owned or (lambda: set(range(self.pipeline.settings.partitions))), poison)
         self.offsets = Offsets()
         self.topics = self.pipeline.settings.topics
         self.loop = asyncio.new_event_loop()  # one loop for the hop's life: its futures belong to it
@@ -48,12 +50,16 @@ class Hop:
         self.loop.run_until_complete(coroutine)
 
     def feed(self, topic: str, *payloads: dict) -> None:
+        self.run(self.hop.batch(self.events(*payloads, topic=topic)))
+
+    def events(self, *payloads: dict, topic: str | None = None) -> list:
         events = []
         for payload in payloads:
             customer = payload.get("customer_id", "")
             partition = owner_partition(customer, self.pipeline.settings.partitions) if customer else 0
-            events.append(self.offsets.event(topic, partition, orjson.dumps(payload), customer.encode()))
-        self.run(self.hop.batch(events))
+            events.append(self.offsets.event(topic or self.topics.events, partition, orjson.dumps(payload),
+                                             customer.encode()))
+        return events
 
     def on(self, topic: str) -> list[dict]:
         return [record.json() for record in self.producer.on(topic)]
@@ -153,3 +159,58 @@ def test_the_timer_sends_due_records_only_for_owned_partitions_and_only_once_cau
         assert len(sent) == expected, (owned, catch_up.stages)
         if sent:
             assert sent[0]["partition"] == mine and orjson.loads(sent[0]["value"])["customer_id"] == "C1012"
+
+
+DEMO_EVENTS = [orjson.loads(line) for line in (ROOT / "config" / "demo" / "events.jsonl").read_bytes().splitlines()]
+OUTAGE = next(e for e in DEMO_EVENTS if e["type"] == "outage.started")
+
+
+OUTAGE_AT = datetime.fromisoformat(OUTAGE["occurred_at"])
+
+
+def fan_out(config, *, poison=None, before=(), after=(), hop=None):
+    """Every demo customer known, then an outage start with ``before``/``after`` events around it in one
+    batch, and an event an hour later: in event time the outage notices (held 10 minutes) fire before it."""
+    hop = hop or Hop(config, poison=poison)
+    hop.feed("customers", *(upsert_event(c, OUTAGE_AT - timedelta(days=1)) for c in CUSTOMERS))
+    partitions = hop.pipeline.settings.partitions
+    outage = [hop.offsets.event(hop.topics.events, p, orjson.dumps(OUTAGE)) for p in range(partitions)]
+    hop.run(hop.hop.batch([*hop.events(*before), *outage, *hop.events(*after)]))
+    hop.feed(hop.topics.events, shipped("C1003", OUTAGE_AT + timedelta(hours=1)))
+    return hop
+
+
+def outage_notices(hop) -> set[tuple[str, str]]:
+    return {(n["customer_id"], n["channel"]) for n in hop.on(hop.topics.notifications) if n["rule"] != "order-shipped"}
+
+
+def test_a_poisoned_event_in_the_middle_of_a_fan_out_is_dead_lettered_and_everything_else_is_decided(config):
+    told = outage_notices(fan_out(config))
+    assert len(told) > 1
+    poisoned = {**shipped("C1001", OUTAGE_AT), "id": "ship-POISON"}
+    hop = fan_out(config, poison=Poison("decide:POISON"), before=[poisoned], after=[shipped("C1002", OUTAGE_AT)])
+    assert outage_notices(hop) == told
+    shipped_to = [n["customer_id"] for n in hop.on(hop.topics.notifications) if n["rule"] == "order-shipped"]
+    assert shipped_to == ["C1002"]  # C1003 has no consent for it
+    [dead] = hop.on(hop.topics.deadletter)
+    assert (dead["hop"], dead["topic"]) == ("decide", hop.topics.events)
+    assert dead["reason"].startswith("decide: InjectedFault") and b"ship-POISON" in base64.b64decode(dead["value_b64"])
+
+
+def test_a_decision_that_fails_for_one_customer_is_an_internal_error_and_the_rest_of_the_audience_is_told(config):
+    told = {customer for customer, _ in outage_notices(fan_out(config))}
+    victim = sorted(told)[0]
+    hop = Hop(config)
+    render = hop.decider._render
+
+    def failing(channel, locale, template, event, customer, outage_key):
+        if customer["id"] == victim:
+            raise OverflowError("date value out of range")
+        return render(channel, locale, template, event, customer, outage_key)
+
+    hop.decider._render = failing
+    fan_out(config, hop=hop)
+    assert {customer for customer, _ in outage_notices(hop)} == told - {victim}
+    [failed] = [s for s in hop.on(hop.topics.suppressed) if s["reason"] == "internal_error"]
+    assert failed["customer_id"] == victim and failed["detail"].startswith("OverflowError")
+    assert hop.on(hop.topics.deadletter) == []

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from streams.agents.contain import Poison
 from streams.agents.dispatch import Dispatch, GuardedSends
 from streams.channels.base import Channel, Handover
 from streams.channels.courier import Courier
@@ -35,13 +36,13 @@ class Down(Channel):
 
 
 class Hop:
-    def __init__(self, channels: dict[str, Channel], **settings: Any):
+    def __init__(self, channels: dict[str, Channel], poison: Poison | None = None, **settings: Any):
         self.pipeline = fake_pipeline(dataclasses.replace(Settings(), **settings))
         self.producer = FakeProducer(auto_ack=True)
         courier = Courier(channels, attempts=1, backoff_base=0.0)
         self.hop = Dispatch(self.pipeline, courier,
                             GuardedSends(self.pipeline, courier, Sends(lambda: self.producer)),
-                            GuardedSends(self.pipeline, courier, Sends(lambda: self.producer)), lambda: 4)
+                            GuardedSends(self.pipeline, courier, Sends(lambda: self.producer)), lambda: 4, poison)
         self.offsets = Offsets()
         self.topics = self.pipeline.settings.topics
         self.loop = asyncio.new_event_loop()
@@ -89,9 +90,10 @@ def test_what_is_no_notification_is_dead_lettered(tmp_path):
     assert hop.on(hop.topics.deliveries) == []
 
 
-def test_a_spent_retry_budget_parks_and_the_retry_round_dead_letters_what_still_fails():
+def test_a_spent_retry_budget_parks_and_the_retry_round_dead_letters_what_still_fails_after_park_for():
     down = Down()
     hop = Hop({"sms": down}, retry_delay=0.0)
+    hop.hop.park_for = 0.0
     sms = notification(1)
     hop.window(orjson.dumps(sms))
     [parked] = hop.on(hop.topics.retry)
@@ -99,6 +101,56 @@ def test_a_spent_retry_budget_parks_and_the_retry_round_dead_letters_what_still_
     assert hop.on(hop.topics.deadletter) == []
     hop.window(hop.producer.on(hop.topics.retry)[0].value, retry=True)
     [dead] = hop.on(hop.topics.deadletter)
-    assert dead["reason"].startswith("undeliverable after two rounds")
+    assert dead["reason"].startswith("undeliverable for")
     assert down.tried == 2
     assert [d["status"] for d in hop.on(hop.topics.deliveries)] == ["parked", "parked"]
+
+
+def test_a_notification_the_outbox_cannot_write_is_parked_again_and_again_and_sent_once_the_disk_has_room(tmp_path):
+    outbox = OutboxChannel(tmp_path)
+    hop = Hop({"sms": outbox, "email": outbox}, retry_delay=0.0)
+    kept = tmp_path / "kept"
+    (tmp_path / "notifications.jsonl").touch()
+    (tmp_path / "notifications.jsonl").rename(kept)
+    (tmp_path / "notifications.jsonl").symlink_to("/dev/full")
+    sms = notification(1)
+    hop.window(orjson.dumps(sms))
+    for _ in range(3):  # the disk stays full: parked again each round, never dropped, never dead
+        hop.window(hop.producer.on(hop.topics.retry)[-1].value, retry=True)
+    assert len(hop.on(hop.topics.retry)) == 4 and hop.on(hop.topics.deadletter) == []
+    (tmp_path / "notifications.jsonl").unlink()
+    kept.rename(tmp_path / "notifications.jsonl")
+    hop.window(hop.producer.on(hop.topics.retry)[-1].value, retry=True)
+    assert [orjson.loads(line)["id"] for line in (tmp_path / "notifications.jsonl").read_bytes().splitlines()] \
+        == [sms["id"]]
+    assert [d["status"] for d in hop.on(hop.topics.deliveries)][-1] == "sent"
+    assert len(hop.on(hop.topics.retry)) == 4
+
+
+class Broken(Channel):
+    """A channel with a bug: it raises what no channel should."""
+
+    provider: ClassVar[str] = "broken"
+    channels: ClassVar[tuple[str, ...]] = ("sms",)
+
+    async def send(self, notification: dict[str, Any]) -> Handover:
+        raise KeyError("sid")
+
+
+def test_a_channel_that_raises_something_unexpected_leaves_the_outcome_unknown_and_the_notification_parked():
+    hop = Hop({"sms": Broken()}, retry_delay=0.0)
+    hop.window(orjson.dumps(notification(1)))
+    [parked] = hop.on(hop.topics.retry)
+    assert "unexpected KeyError" in parked["unknown"]
+    assert [d["status"] for d in hop.on(hop.topics.deliveries)] == ["parked"]
+
+
+def test_a_poisoned_notification_is_dead_lettered_and_the_rest_of_its_window_is_sent(tmp_path):
+    outbox = OutboxChannel(tmp_path)
+    hop = Hop({"sms": outbox, "email": outbox}, poison=Poison("dispatch:POISON"))
+    first, poisoned, last = notification(1), notification(2, body="POISON"), notification(3)
+    hop.window(*(orjson.dumps(n) for n in (first, poisoned, last)))
+    [dead] = hop.on(hop.topics.deadletter)
+    assert dead["hop"] == "dispatch" and dead["offset"] == 1 and dead["reason"].startswith("dispatch: InjectedFault")
+    written = [orjson.loads(line)["id"] for line in (tmp_path / "notifications.jsonl").read_bytes().splitlines()]
+    assert written == [first["id"], last["id"]]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import datetime, timedelta
 
+import orjson
+import pytest
+from kafka.errors import KafkaTimeoutError
+
+from streams.agents.contain import Poison
 from streams.agents.ingest import Ingest
 from streams.core.directory import owner_partition
 from streams.kafka.catch_up import CatchUp
@@ -17,13 +23,79 @@ OUTAGE = next(line for line in DEMO_EVENTS if b'"outage.started"' in line)
 DELAY = next(line for line in DEMO_EVENTS if b'"order.delayed"' in line)
 
 
-def run(values: list[bytes], catch_up: CatchUp | None = None):
+def run(values: list[bytes], catch_up: CatchUp | None = None, poison: Poison | None = None, received: float = 0.0):
     pipeline, producer, offsets = fake_pipeline(), FakeProducer(auto_ack=True), Offsets()
     catch_up = catch_up or CatchUp([])
-    hop = Ingest(pipeline, Sends(lambda: producer), catch_up)
-    events = [offsets.event("orders", 0, value, key=b"k") for value in values]
+    hop = Ingest(pipeline, Sends(lambda: producer), catch_up, poison)
+    events = [offsets.event("orders", 0, value, key=b"k", timestamp=received) for value in values]
     asyncio.run(hop.batch(events))
     return pipeline, producer
+
+
+def with_fields(line: bytes, **fields) -> bytes:
+    return orjson.dumps({**orjson.loads(line), **fields})
+
+
+def dead_and_routed(pipeline, producer) -> tuple[list[dict], list[bytes]]:
+    topics = pipeline.settings.topics
+    return [r.json() for r in producer.on(topics.deadletter)], [r.value for r in producer.on(topics.events)]
+
+
+NESTED = with_fields(next(line for line in DEMO_EVENTS if b'"cart.updated"' in line),
+                     data={"cart_id": "CART-1", "items": "DEEP"}).replace(b'"DEEP"', b"[" * 1000 + b"]" * 1000)
+
+
+@pytest.mark.parametrize("refused, reason", [
+    (with_fields(DELAY, occurred_at="9999-12-31T23:30:00Z"), "outside 2000 to 2100"),
+    (with_fields(DELAY, occurred_at="1970-01-01T00:00:00Z"), "outside 2000 to 2100"),
+    (NESTED, "nested deeper than"),
+    (with_fields(DELAY, id="x" * 20_000), "characters exceeds the limit"),
+])
+def test_an_event_past_the_bounds_is_dead_lettered_with_the_reason_and_the_events_after_it_still_flow(refused, reason):
+    follower = with_fields(DELAY, id="after")
+    [dead], routed = dead_and_routed(*run([refused, follower]))
+    assert reason in dead["reason"] and dead["hop"] == "ingest"
+    assert base64.b64decode(dead["value_b64"]) == refused
+    assert routed == [follower]
+
+
+def test_an_event_dated_hours_after_the_broker_took_it_is_refused_one_within_the_hour_is_not():
+    occurred = datetime.fromisoformat(orjson.loads(DELAY)["occurred_at"])
+    received = occurred.timestamp()
+    late = with_fields(DELAY, id="ahead", occurred_at=(occurred + timedelta(hours=2)).isoformat())
+    close = with_fields(DELAY, id="close", occurred_at=(occurred + timedelta(minutes=30)).isoformat())
+    [dead], routed = dead_and_routed(*run([late, close], received=received))
+    assert "after the broker received the event" in dead["reason"]
+    assert routed == [close]
+
+
+def test_a_hop_failure_on_one_event_is_a_dead_letter_naming_the_hop_and_the_exception_and_the_batch_goes_on():
+    poisoned = with_fields(DELAY, id="POISON-1")
+    after = with_fields(DELAY, id="after")
+    [dead], routed = dead_and_routed(*run([DELAY, poisoned, after], poison=Poison("ingest:POISON")))
+    assert dead["reason"].startswith("ingest: InjectedFault") and dead["hop"] == "ingest"
+    assert (dead["topic"], dead["offset"]) == ("orders", 1)
+    assert routed == [DELAY, after]
+
+
+def test_a_dead_letter_that_kafka_refuses_is_sent_again_until_it_is_taken_and_the_batch_waits_for_it():
+    pipeline, producer = fake_pipeline(), FakeProducer()
+    hop = Ingest(pipeline, Sends(lambda: producer), CatchUp([]), Poison("ingest:POISON"))
+    hop.sends.retry_delay = 0.01
+    event = Offsets().event("orders", 0, with_fields(DELAY, id="POISON-1"))
+
+    async def scenario():
+        batch = asyncio.ensure_future(hop.batch([event]))
+        await asyncio.sleep(0.05)
+        producer.fail(0, KafkaTimeoutError())
+        await asyncio.sleep(0.1)
+        assert not batch.done()  # the offset is not acked while its dead letter is not on Kafka
+        producer.acknowledge()
+        await batch
+
+    asyncio.run(scenario())
+    dead = producer.on(pipeline.settings.topics.deadletter)
+    assert len(dead) == 2 and dead[0].value == dead[1].value
 
 
 def test_bytes_that_are_no_event_become_a_dead_letter_with_the_original_bytes_and_offset():
