@@ -205,14 +205,20 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
 
 @cli.command()
 def webhooks() -> None:
-    """Receive Twilio status callbacks and SendGrid events (signed), onto the deliveries topic."""
+    """Receive Twilio status callbacks and SendGrid events (signed), onto the deliveries topic.
+
+    Needs FOREWARN_WEBHOOK_PUBLIC_URL, the https:// URL the providers call (Twilio signs it), or
+    FOREWARN_WEBHOOK_INSECURE_LOCAL=1 to receive on loopback only.
+    """
+    from rich.markup import escape
+
     from streams.errors import ConfigError
     from streams.channels.receipts import serve
 
     try:
         serve(_configured_broker())
     except ConfigError as exc:
-        err.print(f"[red]error[/red] {exc}")
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2)
 
 

@@ -7,6 +7,7 @@
     │   └── RulesInvalid        several of the above at once (``problems``)
     ├── EventError              an incoming event is not JSON or breaks its schema
     ├── ReceiptRefused          a delivery receipt is forged, stale, replayed or unsigned (403)
+    │   └── ReceiptMalformed    not shaped as the provider sends it (400, 413, 415)
     ├── BrokerError             the embedded broker would not start or answer,
     │                           or a tool's messages were not all delivered
     └── ChannelError            a channel could not hand a message over
@@ -70,6 +71,18 @@ class ReceiptRefused(ForewarnError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class ReceiptMalformed(ReceiptRefused):
+    """A receipt no provider sends: bad form, JSON, text or field; too large (413); wrong content type (415)."""
+
+    def __init__(self, detail: str, status: int = 400):
+        super().__init__("malformed")
+        self.detail = detail
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"malformed: {self.detail}"
 
 
 class BrokerError(ForewarnError):

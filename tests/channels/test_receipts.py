@@ -6,12 +6,15 @@ import asyncio
 import base64
 import dataclasses
 import json
+import secrets
 import time
 from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
 
 from streams.channels.courier import Courier
@@ -48,6 +51,47 @@ async def receiving(public_url: str | None = None, fail: bool = False):
             yield fake, sms, email, receiver, published, failing
         finally:
             await receiver.stop()
+
+
+class Signer:
+    """The providers' side of both signatures, with a token and a key made here."""
+
+    def __init__(self):
+        self.auth_token = secrets.token_hex(16)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self.public_key = base64.b64encode(self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+    def twilio(self, url: str, params) -> dict[str, str]:
+        return {"X-Twilio-Signature": RequestValidator(self.auth_token).compute_signature(url, params)}
+
+    def sendgrid(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        """SendGrid's headers for ``body``: ECDSA over the timestamp's bytes and the body's, as they are."""
+        timestamp = timestamp if timestamp is not None else str(int(time.time()))
+        signature = self._key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+                "X-Twilio-Email-Event-Webhook-Timestamp": timestamp, "Content-Type": "application/json"}
+
+
+PUBLIC_URL = "https://hooks.example.nl"
+
+
+@asynccontextmanager
+async def signed_receiver(public_url: str | None = PUBLIC_URL, publish_delay: float = 0.0):
+    """A receiver on 127.0.0.1 trusting a Signer, its records in ``published``: (signer, receiver, published)."""
+    signer, published = Signer(), {}
+
+    async def publish(topic, key, value, partition):
+        await asyncio.sleep(publish_delay)
+        published.setdefault(topic, []).append(orjson.loads(value))
+
+    settings = dataclasses.replace(Settings(), twilio_auth_token=signer.auth_token,
+                                   sendgrid_webhook_public_key=signer.public_key, webhook_public_url=public_url)
+    receiver = await Receiver(settings, publish).start(port=0)
+    try:
+        yield signer, receiver, published
+    finally:
+        await receiver.stop()
 
 
 async def settle(published: dict, topic: str, count: int, timeout: float = 5.0) -> list[dict]:
