@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 # E.164 (+31612345678, also written with spaces) or a Dutch national mobile (0612345678); not any long number.
 PHONE = re.compile(r"(?<![\w.])(?:\+\d[\d ]{7,16}\d|0\d{9})(?![\w.])")
@@ -52,3 +53,37 @@ def install(logger: logging.Logger | None = None) -> None:
     for handler in target.handlers:
         if not isinstance(handler.formatter, MaskingFormatter):
             handler.setFormatter(MaskingFormatter(handler.formatter))
+
+
+# Their debug output holds the raw bytes of the records they fetch and send: names, numbers, addresses.
+RAW_RECORD_LOGGERS = {"kafka": "CRITICAL", "aiokafka": "INFO"}
+
+
+def masked(inner: str, **options: Any) -> MaskingFormatter:
+    """A ``logging.config`` factory: the formatter ``inner`` names, masked."""
+    module, _, name = inner.rpartition(".")
+    formatter_class = getattr(__import__(module, fromlist=[name]), name)
+    fmt = options.pop("format", None)
+    return MaskingFormatter(formatter_class(fmt=fmt, **options))
+
+
+def logging_config() -> dict[str, Any]:
+    """For faust's own logging set-up (``logging_config``), so it holds from the worker's first line.
+
+    mode merges it into what it builds: its two formatters come masked, and the
+    loggers that print raw records stay quiet at every level.
+    """
+    from mode.utils.logging import DEFAULT_FORMATTERS  # only where faust runs
+
+    formatters = {name: {"()": "streams.privacy.masked", "inner": spec["()"],
+                         **{k: v for k, v in spec.items() if k != "()"}}
+                  for name, spec in DEFAULT_FORMATTERS.items()}
+    return {"merge": True, "version": 1, "formatters": formatters,
+            "loggers": {name: {"level": level} for name, level in RAW_RECORD_LOGGERS.items()}}
+
+
+def quiet_raw_records() -> None:
+    """Before faust is involved (the tools, the CLI): the same loggers as quiet."""
+    for name, level in RAW_RECORD_LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.level, logging.getLevelName(level)))

@@ -51,6 +51,7 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
         producer_max_batch_size=settings.producer_batch_bytes,
         producer_compression_type=settings.compression,
         web_enabled=False,
+        logging_config=privacy.logging_config(),  # masked, and no raw records, from the worker's first line
         key_serializer="json",  # table keys come back from the changelog as the str they were
         value_serializer="json",
     )
