@@ -389,9 +389,14 @@ class Receiver:
 
         if not self.settings.bootstrap_servers:
             raise ConfigError("the webhook receiver needs KAFKA_BOOTSTRAP_SERVERS")
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers.split(","),
-                                          acks="all", linger_ms=5, client_id="forewarn-webhooks")
-        await self._producer.start()
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers.split(","),
+                                    acks="all", linger_ms=5, client_id="forewarn-webhooks")
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # else it is left unclosed, and says so on the way out
+            raise
+        self._producer = producer
 
         async def publish(topic: str, key: bytes, value: bytes, partition: int | None) -> None:
             await self._producer.send_and_wait(topic, value=value, key=key, partition=partition)

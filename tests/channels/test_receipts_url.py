@@ -74,13 +74,24 @@ def test_the_loopback_flag_is_needed_without_a_public_url_and_allows_loopback_on
     require_public_url(dataclasses.replace(base, webhook_public_url=PUBLIC_URL, webhook_host="0.0.0.0"))
 
 
+def webhooks_command(tmp_path, **extra: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("FOREWARN_", "TWILIO_", "SENDGRID"))}
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "TWILIO_AUTH_TOKEN": "token", **extra})
+    return subprocess.run([sys.executable, "-m", "streams.cli", "webhooks"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize("extra, says", [({}, "FOREWARN_WEBHOOK_PUBLIC_URL"),
                                          ({"FOREWARN_WEBHOOK_INSECURE_LOCAL": "1",
                                            "FOREWARN_WEBHOOK_HOST": "0.0.0.0"}, "loopback")])
 def test_forewarn_webhooks_without_a_public_url_is_one_plain_line_and_a_failed_exit(tmp_path, extra, says):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("FOREWARN_", "TWILIO_", "SENDGRID"))}
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "TWILIO_AUTH_TOKEN": "token", **extra})
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "webhooks"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = webhooks_command(tmp_path, **extra)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0 and len(lines) == 1 and says in lines[0], result.stderr
+    assert result.returncode == 2 and len(lines) == 1 and says in lines[0], result.stderr
+
+
+def test_forewarn_webhooks_let_through_to_an_absent_kafka_says_so_without_a_traceback(tmp_path):
+    result = webhooks_command(tmp_path, FOREWARN_WEBHOOK_INSECURE_LOCAL="1")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Kafka broker did not answer" in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr  # aiokafka logs one line of its own
