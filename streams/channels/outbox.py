@@ -39,7 +39,7 @@ class OutboxChannel(Channel):
         self._written = self._known_ids()
 
     def _known_ids(self) -> set[str]:
-        if not self.path.exists():
+        if not self.path.is_file():  # absent, or a device standing in for a full disk: nothing written yet
             return set()
         known = set()
         for line in self.path.read_bytes().splitlines():

@@ -24,9 +24,9 @@ from streams.core.decider import Decider, Notification
 from streams.core.directory import CustomerDirectory
 from streams.tools.customer_files import read_customer_rows, upsert_event
 from streams.errors import EventError
-from streams.core.events import parse_event
+from streams.core.events import BOUNDS, parse_event
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = BOUNDS.earliest  # customer records are older than any story: they move no clock
 
 
 @dataclass
