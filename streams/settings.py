@@ -137,6 +137,8 @@ class Settings:
     outbox_dir: Path = setting("FOREWARN_OUTBOX", Path("outbox"), "where the offline channel writes", "path")
     store: str = setting("FOREWARN_STORE", "memory://", "table store; `rocksdb://` in production "
                          "(`pip install '.[rocksdb]'`)")
+    data_dir: str = setting("FOREWARN_DATA_DIR", ".forewarn/{conf.name}-data", "where faust keeps the "
+                            "worker's local data (the rocksdb tables)")
     metrics_port: int = setting("FOREWARN_METRICS_PORT", 9108, "Prometheus metrics port; 0 turns them off", "int")
     metrics_address: str = setting("FOREWARN_METRICS_ADDRESS", "127.0.0.1", "address the metrics are served on")
     brand: str = setting("FOREWARN_BRAND", "Forewarn", "the sender's name in the copy")

@@ -39,6 +39,7 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
         settings.app_id,
         broker=[f"kafka://{host}" for host in bootstrap],
         store=settings.store,
+        datadir=settings.data_dir,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
