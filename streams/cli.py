@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from streams import gc_tuning
@@ -21,6 +25,12 @@ rules_cli = typer.Typer(no_args_is_help=True, help="Check the rules file.")
 cli.add_typer(rules_cli, name="rules")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Stop with ``message`` as one plain line on stderr."""
+    err.print(f"[red]error[/red] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
 
 
 def _preflight(settings: Settings):
@@ -49,6 +59,8 @@ def worker() -> None:
 
     settings = Settings.from_env()
     config = _preflight(settings)
+    if _writes_outbox(settings):
+        _check_outbox(settings.outbox_dir)
     with bootstrap_servers(settings.bootstrap_servers) as bootstrap:
         if not settings.bootstrap_servers:
             err.print(f"embedded broker on {bootstrap} (memory only)")
@@ -62,32 +74,132 @@ def worker() -> None:
         Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
+def _writes_outbox(settings: Settings) -> bool:
+    """Whether this worker sends anything through the outbox: it dispatches, and a channel has no provider."""
+    from streams.channels.registry import sendgrid_configured, twilio_configured
+
+    return settings.dispatch and not (twilio_configured(settings) and sendgrid_configured(settings))
+
+
+def _check_outbox(directory: Path, named_by: str = "FOREWARN_OUTBOX") -> None:
+    """Stop in one line unless ``directory`` exists or can be made, and takes a file (a probe, removed again)."""
+    probe = directory / f".forewarn-write-check-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        _fail(f"cannot write the outbox {directory}: {exc.strerror or exc} ({named_by} names the folder)")
+
+
+# (line number, key, value) of a line to send, or (line number, None, None, why not) of one refused here.
+Numbered = tuple[int, Optional[bytes], Optional[bytes], Optional[str]]
+
+
 @cli.command()
 def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
-    """Send each line of a JSON Lines file to TOPIC, as it is (invalid lines too: they reach deadletter)."""
-    from streams.kafka.admin import event_key, produce_json
+    """Send each JSON line of FILE to TOPIC, keyed by customer or outage.
 
+    A line that is not JSON, too large or refused by Kafka is reported by its number and the rest are still
+    sent; exit 1 if any was refused. Events that break their schema are sent: they reach deadletter.
+    """
     settings = _configured_broker()
-    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
-    sent = produce_json(settings.bootstrap_servers, topic, ((event_key(line), line) for line in lines))
-    console.print(f"sent {sent} messages to {topic}")
+    _send_numbered(settings.bootstrap_servers, topic, file, _event_lines(file), "lines")
 
 
 @cli.command("load-customers")
 def load_customers(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
-    """Load customers from JSON Lines or CSV onto the customers topic."""
-    settings = _configured_broker()
-    from streams.tools.load_customers import load_customers as load
+    """Load customers from JSON Lines or CSV onto the customers topic.
 
-    sent, skipped = load(settings.bootstrap_servers, settings.topics.customers, file, err)
-    console.print(f"sent {sent} customers to {settings.topics.customers}; skipped {skipped} unreadable lines")
+    A line that cannot be read, is too large or is refused by Kafka is reported by its number and the rest
+    are still sent; exit 1 if any was refused.
+    """
+    settings = _configured_broker()
+    _send_numbered(settings.bootstrap_servers, settings.topics.customers, file, _customer_lines(file), "customers")
+
+
+def _event_lines(file: Path) -> Iterator[Numbered]:
+    from streams.kafka.admin import key_of
+
+    with file.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                key = key_of(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                yield number, None, None, f"not JSON: {exc}"
+                continue
+            yield number, key.encode() if key else None, line, None
+
+
+def _customer_lines(file: Path) -> Iterator[Numbered]:
+    from streams.tools.customer_files import read_customer_rows, upsert_event
+
+    last = 0
+    try:
+        for last, record, reason in read_customer_rows(file):
+            if reason or not record.get("customer_id"):
+                yield last, None, None, reason or "no customer_id"
+                continue
+            event = upsert_event(record, sequence=last)
+            yield last, str(record["customer_id"]).encode(), orjson.dumps(event), None
+    except UnicodeDecodeError:
+        yield last + 1, None, None, "not UTF-8 text; the rest of the file was not read"
+
+
+def _send_numbered(bootstrap: str, topic: str, file: Path, lines: Iterable[Numbered], what: str) -> None:
+    """Send each line, report each refused one as FILE:LINE: reason, end with the counts; exit 1 if any was refused."""
+    from streams.kafka.admin import LineSender
+
+    refused = _Refused(file)
+    tried = 0
+    with LineSender(bootstrap, topic) as sender, Progress(console=err, transient=True) as progress:
+        task = progress.add_task(what, total=_count_lines(file))
+        for number, key, value, reason in lines:
+            tried += 1
+            if value is None:
+                sender.refuse(number, reason or "refused")
+            else:
+                sender.send(number, key, value)
+            refused.report(sender.take_refusals())
+            if tried % 2000 == 0:
+                progress.update(task, completed=number)
+    refused.report(sender.take_refusals())  # the ones Kafka refused while the last lines were flushed
+    console.print(f"sent {sender.delivered} of {tried} {what} to {topic}; {refused.count} refused")
+    if refused.count:
+        raise typer.Exit(1)
+
+
+def _count_lines(file: Path) -> int:
+    with file.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+class _Refused:
+    """Prints each refused line as FILE:LINE: reason (the first hundred; a broker gone mid-file refuses them
+    all) and counts every one."""
+
+    shown = 100
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.count = 0
+
+    def report(self, refusals: Iterable) -> None:
+        for refusal in refusals:
+            self.count += 1
+            if self.count <= self.shown:
+                err.print(f"{self.file}:{refusal.line}: {refusal.reason}", markup=False, highlight=False)
+            elif self.count == self.shown + 1:
+                err.print("more lines were refused: they are counted below, not shown", highlight=False)
 
 
 def _configured_broker() -> Settings:
     settings = Settings.from_env()
     if not settings.bootstrap_servers:
-        err.print("[red]error[/red] set KAFKA_BOOTSTRAP_SERVERS (host:port of the broker to send to)")
-        raise typer.Exit(2)
+        _fail("set KAFKA_BOOTSTRAP_SERVERS (host:port of the broker to send to)")
     return settings
 
 
@@ -124,7 +236,10 @@ def preview(rule: str, event: Path = typer.Option(..., exists=True), customer: P
     except KeyError:
         err.print(f"[red]error[/red] no rule '{rule}' in {config.rules.file}")
         raise typer.Exit(2)
-    record = orjson.loads(customer.read_bytes())
+    try:
+        record = orjson.loads(customer.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        _fail(f"{customer} is not a JSON customer record: {exc}")
     record.setdefault("id", record.pop("customer_id", "preview"))
     incoming = parse_event(event.read_bytes(), config.schemas)
     if chosen.condition is not None and not chosen.condition(event=incoming, customer=record):
@@ -187,19 +302,26 @@ def generate(out: Path = typer.Option(Path("week")), customers: int = typer.Opti
 @cli.command()
 def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.jsonl", exists=True),
          events: Path = typer.Option(ROOT / "config" / "demo" / "events.jsonl", exists=True),
-         outbox: Path = typer.Option(Path("outbox")), timeout: float = typer.Option(120.0),
+         outbox: Optional[Path] = typer.Option(None, help="where the messages are written (default: "
+                                                          "FOREWARN_OUTBOX, else outbox/); emptied first"),
+         timeout: float = typer.Option(120.0),
          providers: str = typer.Option("outbox", help="outbox (files) or imitation (the Twilio and SendGrid "
                                                       "SDKs against a local imitation of their APIs)")) -> None:
     """Start everything on the embedded broker, replay the demo events, show what was sent."""
     from streams.tools.demo import run_demo
 
     if providers not in ("outbox", "imitation"):
-        err.print("[red]error[/red] --providers is outbox or imitation")
-        raise typer.Exit(2)
+        _fail("--providers is outbox or imitation")
     settings = Settings.from_env()
     _preflight(settings)
-    if outbox.exists():
-        shutil.rmtree(outbox)
+    outbox = outbox or settings.outbox_dir
+    try:
+        if outbox.exists():
+            shutil.rmtree(outbox)
+    except OSError as exc:
+        _fail(f"cannot empty the outbox {outbox}: {exc.strerror or exc}")
+    if providers == "outbox":
+        _check_outbox(outbox, named_by="--outbox or FOREWARN_OUTBOX")
     run_demo(settings, customers, events, outbox, timeout, console, imitation=providers == "imitation")
 
 
@@ -239,19 +361,37 @@ def imitation(port: int = typer.Option(0), sms_rate: Optional[float] = typer.Opt
 
 def main() -> None:
     """The ``forewarn`` command: a mistake the user can fix is one plain line and exit 2, not a traceback."""
+    try:
+        code = cli(standalone_mode=False)  # click's usage errors come here, not to typer's boxed panel
+    except Exception as exc:  # noqa: BLE001 - what is not the user's to fix is raised again
+        code = _plain_error(exc)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _plain_error(exc: Exception) -> int:
+    """Print ``exc`` as one line and return the exit code, or raise it again if it is a bug."""
     from kafka.errors import KafkaError
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.29 vendors click
 
     from streams.errors import ForewarnError
 
-    try:
-        cli()
-    except ForewarnError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
-    except KafkaError as exc:
-        err.print(f"[red]error[/red] the Kafka broker did not answer: {exc} (check KAFKA_BOOTSTRAP_SERVERS)",
-                  highlight=False)
-        raise SystemExit(2) from None
+    if isinstance(exc, typer.Abort):  # end of input at a prompt
+        return 1
+    if isinstance(exc, NoArgsIsHelpError):  # typer has printed the help already
+        return exc.exit_code
+    if isinstance(exc, ClickException):  # a missing file, a bad option, an unknown command
+        where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
+        message, code = f"{where}{exc.format_message()}", exc.exit_code
+    elif isinstance(exc, ForewarnError):
+        message, code = str(exc), 2
+    elif isinstance(exc, KafkaError):
+        message, code = f"the Kafka broker did not answer: {exc} (check KAFKA_BOOTSTRAP_SERVERS)", 2
+    elif isinstance(exc, OSError) and exc.filename:  # a file that cannot be read or written
+        message, code = f"{exc.strerror}: {exc.filename}", 2
+    else:
+        raise exc
+    err.print(f"[red]error[/red] {escape(message)}", highlight=False)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,19 +9,24 @@ Workarounds here, each with the test that proves it:
 - ``CheckedProducer``: kafka-python reports a failed delivery only on each
   message's future, so a tool that keeps none would lose messages quietly
   (``tests/integration/test_kafka_admin.py``, the third test).
+- ``LineSender`` is not idempotent: after one refused batch an idempotent
+  producer's next batches on that partition are refused too (Tansu 0.6; the
+  sequence numbers have a gap), so the lines after a bad one would not arrive
+  (``tests/test_cli.py``, the broker-refusal test).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import BrokerResponseError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from streams.errors import BrokerError
 
@@ -147,6 +152,106 @@ def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str | None,
     return sent
 
 
+Line = tuple[int, "bytes | None", bytes]  # line number, key, value
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A line that did not reach the topic, and why."""
+
+    line: int
+    reason: str
+
+
+class LineSender:
+    """Sends numbered lines to one topic: a line that is refused is kept with its number and reason, and the
+    lines after it still go, in order. Use as a context manager; ``delivered`` counts what arrived.
+
+    Kafka takes or refuses a batch whole, so lines go in windows that are each flushed before the next, and
+    the lines of a refused batch are sent again one by one to tell the refused line from its neighbours.
+    A window is no larger than a batch, so a partition's share of it is one batch and keeps its order.
+    """
+
+    metadata_wait_ms = 10_000
+    window_bytes = 256 * 1024
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, acks="all",
+                                       enable_idempotence=False, linger_ms=5, batch_size=self.window_bytes,
+                                       max_block_ms=self.metadata_wait_ms)
+        self.topic = topic
+        self.delivered = 0
+        self._refused: list[Refusal] = []
+        self._window: list[Line] = []
+        self._window_size = 0
+        try:
+            self._producer.partitions_for(topic)
+        except KafkaTimeoutError:
+            self._producer.close(timeout=0)
+            raise BrokerError(f"no answer about topic {topic} from {bootstrap} within "
+                              f"{self.metadata_wait_ms / 1000:.0f} s: the broker is not reachable, or the topic "
+                              f"does not exist and the broker does not create topics") from None
+
+    def send(self, line: int, key: bytes | None, value: bytes) -> None:
+        self._window.append((line, key, value))
+        self._window_size += len(value)
+        if self._window_size >= self.window_bytes:
+            self._send_window()
+
+    def refuse(self, line: int, reason: str) -> None:
+        """Count a line the caller would not send (not JSON, say) with the ones Kafka refused."""
+        self._refused.append(Refusal(line, reason))
+
+    def take_refusals(self) -> list[Refusal]:
+        """The refusals since the last call, in line order."""
+        taken, self._refused = self._refused, []
+        return sorted(taken, key=lambda refusal: refusal.line)
+
+    def _send_window(self) -> None:
+        window, self._window, self._window_size = self._window, [], 0
+        failed = self._deliver(window)
+        if len(window) > 1:  # a refused batch takes its good lines along: send each alone to find the bad ones
+            failed = [again for item, _ in failed for again in self._deliver([item])]
+        for (line, _, _), exc in failed:
+            self.refuse(line, _refusal_reason(exc))
+
+    def _deliver(self, lines: list[Line]) -> list[tuple[Line, BaseException]]:
+        """Send ``lines`` and wait: those Kafka refused, with the error. Stops if Kafka stopped answering."""
+        futures = []
+        for line, key, value in lines:
+            try:
+                futures.append(((line, key, value), self._producer.send(self.topic, key=key, value=value)))
+            except MessageSizeTooLargeError:  # checked before sending: no use trying it alone
+                self.refuse(line, f"{len(value)} bytes, more than the {self._producer.config['max_request_size']} "
+                                  f"bytes one message may have")
+        self._producer.flush()
+        failed = []
+        for item, future in futures:
+            if future.succeeded():
+                self.delivered += 1
+            elif future.retriable():  # kafka-python retried until its delivery time-out: the broker, not the line
+                raise BrokerError(f"Kafka stopped taking messages at line {item[0]}: {future.exception} "
+                                  f"({self.delivered} sent before)")
+            else:
+                failed.append((item, future.exception))
+        return failed
+
+    def __enter__(self) -> "LineSender":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self._send_window()
+        finally:
+            self._producer.close(timeout=0 if exc_type else None)  # on an error or Ctrl-C: no waiting
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    described = exc.description if isinstance(exc, BrokerResponseError) and exc.description else exc
+    return f"refused by Kafka ({type(exc).__name__}): {described}"
+
+
 def read_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> list[Any]:
     """Every message on ``topic`` from the beginning, without joining a group."""
     return [record for record in iter_topic(bootstrap, topic, timeout)]
@@ -214,9 +319,13 @@ def wait_drained(bootstrap: str, group: str, topics: Iterable[str], timeout: flo
 def event_key(line: bytes) -> str | None:
     """The key that keeps one customer's (or one outage's) events in order: same key, same partition."""
     try:
-        event = orjson.loads(line)
+        return key_of(orjson.loads(line))
     except orjson.JSONDecodeError:
         return None
+
+
+def key_of(event: Any) -> str | None:
+    """``event_key`` of an event already parsed."""
     if not isinstance(event, dict):
         return None
     data = event.get("data")
