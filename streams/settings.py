@@ -4,8 +4,8 @@
 never writes the environment. The help of ``forewarn worker --help`` and the
 README's settings table are generated from the same declaration
 (``python -m streams.settings --markdown`` prints the table).
-Secrets (provider credentials) are only ever read from the environment and
-never show in a repr.
+Secrets (provider and Kafka credentials) are only ever read from the
+environment and never show in a repr.
 """
 
 from __future__ import annotations
@@ -47,6 +47,18 @@ def _clock(raw: str) -> str:
     return raw
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.upper() not in options:
+            raise ValueError(raw)
+        return raw.upper()
+    return parse
+
+
 PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "text": (_text, "text"),
     "optional": (_optional, "text"),
@@ -56,6 +68,8 @@ PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "compression": (_compression, "none, gzip, lz4 or zstd"),
     "switch": (_switch, "0 (off) or 1 (on)"),
     "clock": (_clock, "wall or event"),
+    "protocol": (_one_of(SECURITY_PROTOCOLS), "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    "mechanism": (_one_of(SASL_MECHANISMS), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
 }
 
 
@@ -122,12 +136,74 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client connects: TLS and SASL. User names and passwords never show in a repr."""
+
+    protocol: str = setting("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or "
+                            "`SASL_SSL`", "protocol")
+    ssl_cafile: Path | None = setting("KAFKA_SSL_CAFILE", None, "PEM file of the CA that signed the brokers' "
+                                      "certificates; unset: the system's CAs", "path", shown="unset")
+    ssl_certfile: Path | None = setting("KAFKA_SSL_CERTFILE", None, "PEM client certificate, for brokers that "
+                                        "ask for one (mutual TLS)", "path", shown="unset")
+    ssl_keyfile: Path | None = setting("KAFKA_SSL_KEYFILE", None, "PEM private key of the client certificate; "
+                                       "unset: in the certificate file", "path", shown="unset")
+    ssl_key_password: str | None = setting("KAFKA_SSL_KEY_PASSWORD", None, "password of that private key "
+                                           "(secret)", "optional", secret=True, shown="unset")
+    sasl_mechanism: str | None = setting("KAFKA_SASL_MECHANISM", None, "`PLAIN`, `SCRAM-SHA-256` or "
+                                         "`SCRAM-SHA-512`, with a SASL protocol", "mechanism", shown="unset")
+    sasl_username: str | None = setting("KAFKA_SASL_USERNAME", None, "SASL user (secret)", "optional",
+                                        secret=True, shown="unset")
+    sasl_password: str | None = setting("KAFKA_SASL_PASSWORD", None, "SASL password (secret)", "optional",
+                                        secret=True, shown="unset")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaSecurity":
+        """The settings ``environ`` gives; a ConfigError names the variables that do not fit together."""
+        security = cls(**_from(cls, os.environ if environ is None else environ))
+        problems = security.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return security
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def problems(self) -> list[str]:
+        """Each setting that does not fit the protocol, or a file that is not there, by its variable."""
+        protocol = f"KAFKA_SECURITY_PROTOCOL={self.protocol}"
+        sasl = {"KAFKA_SASL_MECHANISM": self.sasl_mechanism, "KAFKA_SASL_USERNAME": self.sasl_username,
+                "KAFKA_SASL_PASSWORD": self.sasl_password}
+        files = {"KAFKA_SSL_CAFILE": self.ssl_cafile, "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+                 "KAFKA_SSL_KEYFILE": self.ssl_keyfile}
+        if self.sasl:
+            problems = [f"{protocol} needs {env}" for env, value in sasl.items() if not value]
+        else:
+            problems = [f"{env} is set but {protocol} does not use SASL (SASL_SSL or SASL_PLAINTEXT do)"
+                        for env, value in sasl.items() if value]
+        if not self.tls:
+            tls = {**files, "KAFKA_SSL_KEY_PASSWORD": self.ssl_key_password}
+            return problems + [f"{env} is set but {protocol} does not use TLS (SSL or SASL_SSL do)"
+                               for env, value in tls.items() if value]
+        problems += [f"{env}={path}: no such file" for env, path in files.items() if path and not path.is_file()]
+        if (self.ssl_keyfile or self.ssl_key_password) and not self.ssl_certfile:
+            problems.append("KAFKA_SSL_KEYFILE and KAFKA_SSL_KEY_PASSWORD belong to a client certificate: "
+                            "set KAFKA_SSL_CERTFILE")
+        return problems
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str | None = setting("KAFKA_BOOTSTRAP_SERVERS", None, "`host:port[,host:port]` of Kafka; "
                                             "unset: the embedded broker", "optional", shown="unset")
     app_id: str = setting("FOREWARN_APP_ID", "forewarn", "faust app id = consumer group")
     partitions: int = setting("FOREWARN_PARTITIONS", 4, "partitions of every topic the worker creates", "int")
     topics: Topics = field(default_factory=Topics)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     rules_file: Path = setting("FOREWARN_RULES", ROOT / "config" / "rules.yaml", "the rules file", "path",
                                shown="config/rules.yaml")
     template_dir: Path = setting("FOREWARN_TEMPLATES", ROOT / "templates", "the templates folder", "path",
@@ -137,7 +213,7 @@ class Settings:
     outbox_dir: Path = setting("FOREWARN_OUTBOX", Path("outbox"), "where the offline channel writes", "path")
     store: str = setting("FOREWARN_STORE", "memory://", "table store; `rocksdb://` in production "
                          "(`pip install '.[rocksdb]'`)")
-    data_dir: str = setting("FOREWARN_DATA_DIR", ".forewarn/{conf.name}-data", "where faust keeps the "
+    data_dir: str = setting("FOREWARN_DATA_DIR", ".forewarn-{conf.name}", "where faust keeps the "
                             "worker's local data (the rocksdb tables)")
     metrics_port: int = setting("FOREWARN_METRICS_PORT", 9108, "Prometheus metrics port; 0 turns them off", "int")
     metrics_address: str = setting("FOREWARN_METRICS_ADDRESS", "127.0.0.1", "address the metrics are served on")
@@ -208,13 +284,14 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """The settings ``environ`` (default: ``os.environ``) gives; raises ConfigError on a bad value."""
         environ = os.environ if environ is None else environ
-        return cls(topics=Topics.from_env(environ), **_from(cls, environ))
+        return cls(topics=Topics.from_env(environ), kafka_security=KafkaSecurity.from_env(environ),
+                   **_from(cls, environ))
 
 
 def declared() -> list[tuple[str, str, str]]:
     """(variable, default as shown, help) for every setting, topics last."""
     rows = []
-    for cls in (Settings, Topics):
+    for cls in (Settings, KafkaSecurity, Topics):
         for spec in fields(cls):
             if "env" not in spec.metadata:
                 continue

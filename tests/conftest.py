@@ -83,7 +83,7 @@ def start_worker(broker, settings, tmp_path):
     def start(**env: str) -> WorkerProcess:
         base = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_APP_ID": app_id,
                 "FOREWARN_OUTBOX": str(tmp_path / "outbox"), "FOREWARN_METRICS_PORT": str(free_port()),
-                "FOREWARN_CLOCK": "event"}
+                "FOREWARN_CLOCK": "event", "FOREWARN_DATA_DIR": str(tmp_path / "data")}
         worker = WorkerProcess({**base, **env}, tmp_path / f"worker-{len(started)}.log").start()
         started.append(worker)
         return worker
