@@ -34,7 +34,9 @@ OPTOUTS = Counter("forewarn_optouts_total", "Customers who withdrew consent at a
 FALLBACKS = Counter("forewarn_fallbacks_total", "Fallbacks requested after a channel failed for good",
                     ["failed_channel", "source"])
 RECEIPTS = Counter("forewarn_webhook_receipts_total", "Signed delivery receipts taken in", ["provider"])
-REJECTED = Counter("forewarn_webhook_rejected_total", "Delivery receipts refused: forged, stale, replayed or unsigned (403), malformed (400, 413, 415)", ["provider", "reason"])
+REJECTED = Counter("forewarn_webhook_rejected_total",
+                   "Delivery receipts refused: forged, stale, replayed or unsigned (403), malformed (400, 413, 415)",
+                   ["provider", "reason"])
 
 
 def serve(port: int, address: str = "127.0.0.1") -> None:
