@@ -4,6 +4,7 @@
     ├── ConfigError             refused at start-up: file, line, plain message
     │   ├── RulesError          rules.yaml does not hold up
     │   ├── TemplateError       a template is missing, broken, unsafe or fails to render
+    │   │   └── TemplateBudgetExceeded  a render or condition ran out of time, size, steps or calls
     │   └── RulesInvalid        several of the above at once (``problems``)
     ├── EventError              an incoming event is not JSON or breaks its schema
     ├── ReceiptRefused          a delivery receipt is forged, stale, replayed or unsigned (403)
@@ -48,6 +49,10 @@ class RulesError(ConfigError):
 
 class TemplateError(ConfigError):
     """A template is missing, does not parse, is unsafe, or fails to render."""
+
+
+class TemplateBudgetExceeded(TemplateError):
+    """A render or a rule condition went over a budget of streams.core.render (time, size, steps, calls) and was stopped."""
 
 
 class RulesInvalid(ConfigError):

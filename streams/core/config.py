@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.core.render import Renderer
-from streams.core.rules import RuleSet, check_rules, load_rules
-from streams.errors import ConfigError
+from streams.core.rules import RuleSet, check_rules
+from streams.errors import ConfigError, RulesInvalid
 from streams.core.events import Schemas
 from streams.settings import Settings
 
@@ -23,18 +23,25 @@ def renderer_for(settings: Settings) -> Renderer:
 
 
 def load_config(settings: Settings) -> CoreConfig:
-    """Everything checked at start-up; raises ConfigError (RulesInvalid lists every problem)."""
-    schemas = Schemas(settings.schema_dir)
-    renderer = renderer_for(settings)
-    return CoreConfig(schemas, renderer, load_rules(settings.rules_file, renderer, schemas))
+    """Everything checked at start-up, as ``forewarn rules check`` does; raises RulesInvalid listing every problem."""
+    schemas, renderer, ruleset, problems = _checked(settings)
+    if problems:
+        raise RulesInvalid(problems)
+    assert ruleset is not None
+    return CoreConfig(schemas, renderer, ruleset)
 
 
 def check_config(settings: Settings) -> list[ConfigError]:
     """Every problem in the rules and templates, for ``forewarn rules check``."""
+    return _checked(settings)[3]
+
+
+def _checked(settings: Settings) -> tuple[Schemas, Renderer, RuleSet | None, list[ConfigError]]:
+    """Compile and inspect every template, then check the rules (conditions and templates tried on samples)."""
     schemas = Schemas(settings.schema_dir)
     renderer = renderer_for(settings)
     problems: list[ConfigError] = list(renderer.check_syntax())
-    _, rule_problems = check_rules(settings.rules_file, renderer, schemas)
+    ruleset, rule_problems = check_rules(settings.rules_file, renderer, schemas)
     seen = {str(p) for p in problems}
     problems += [p for p in rule_problems if str(p) not in seen]
-    return problems
+    return schemas, renderer, ruleset, problems

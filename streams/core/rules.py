@@ -9,16 +9,23 @@ Checks, in order: the JSON Schema in ``schemas/rules.json``; unique ids; each
 ``when:`` parses as a sandboxed Jinja2 expression; every template exists for
 every channel and locale the rule can use; every ``event.…`` and ``customer.…``
 field named in a condition or template exists in the schema of the events the
-rule listens to.
+rule listens to; nothing in a condition or template is unsafe or undefined.
+Then each condition is evaluated, and each template rendered, on sample events
+and customers made from the schemas (their example, the largest and the
+smallest record they allow; see ``samples``), within the budgets of
+streams.core.render: what fails or runs over there would fail in the worker.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Callable
+from weakref import WeakKeyDictionary
 
 from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
@@ -38,6 +45,11 @@ TIERS = ("basic", "standard", "premium")
 DEFAULT_KEYS = {"order": "data.order_id", "cart": "data.cart_id", "outage": "data.outage_id"}
 # Names that jinja resolves as dict methods before dict keys: event.data.items is the method.
 DICT_METHODS = frozenset(dir(dict))
+SAMPLE_ITEMS = 100  # items in each list of the largest sample record: a cart of a hundred lines, a hundred areas
+SAMPLE_TEXT = 1_000  # characters of a free-text field with no maxLength, in the largest sample
+# Free text for the largest samples: words, and what escaping and SMS encoding must handle.
+FILLER = "Anne-Marie van 't Hoff & Zn. <b>ijs</b> € 12,50 éè "
+Trial = tuple[str, dict[str, Any], dict[str, Any]]  # (which sample, event, customer)
 
 
 @dataclass(frozen=True)
@@ -180,7 +192,8 @@ class _Checker:
         self.file = str(path)
         self.renderer = renderer
         self.schemas = schemas
-        self.problems: list[RulesError] = []
+        self.problems: list[RulesError | TemplateError] = []
+        self._reported: set[str] = set()
 
     def problem(self, message: str, line: int | None) -> None:
         self.problems.append(RulesError(message, self.file, line))
@@ -265,9 +278,12 @@ class _Checker:
             if match == "key" and cancel_type.split(".")[0] != sorted(families)[0] and "key" not in raw:
                 self.problem(f"rule '{rule.id}': {cancel_type} cannot carry the key {key}; "
                              "use {on: ..., match: customer} or set key", line_of("cancel_on"))
+        condition_ok = True
         if rule.when is not None:
+            before = len(self.problems)
             rule = self._condition(rule, line_of("when"))
-        self._templates(rule, line_of)
+            condition_ok = len(self.problems) == before
+        self._templates(rule, line_of, self._trials(rule, line_of("when")) if condition_ok else [])
         return rule
 
     def _condition(self, rule: Rule, line: int) -> Rule:
@@ -280,9 +296,32 @@ class _Checker:
             return rule
         for problem in self._field_problems(tree, rule.events):
             self.problem(f"rule '{rule.id}': condition {problem}", line)
+        for problem in self.renderer.expression_problems(rule.when):
+            self.problem(f"rule '{rule.id}': condition: {problem}", line)
         return Rule(**{**rule.__dict__, "condition": compiled})
 
-    def _templates(self, rule: Rule, line_of: Callable[[str], int]) -> None:
+    def _trials(self, rule: Rule, line: int) -> list[Trial]:
+        """The sample events and customers the rule's condition lets through; a condition failing on one is refused."""
+        customers = samples(self.schemas, "customer.json")
+        trials = [(f"{kind} {event_type}", event, customer)
+                  for event_type in rule.events
+                  for kind, event in samples(self.schemas, f"events/{event_type}.json").items()
+                  if (customer := customers.get(kind) or customers.get("example")) is not None]
+        if rule.condition is None:
+            return trials
+        passed = []
+        for label, event, customer in trials:
+            try:
+                wanted = rule.condition(event=event, customer=customer)
+            except Exception as exc:  # the decider would suppress with condition_error
+                message = exc.message if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+                self.problem(f"rule '{rule.id}': condition fails on the {label} sample: {message}", line)
+                return []
+            if wanted:
+                passed.append((label, event, customer))
+        return passed
+
+    def _templates(self, rule: Rule, line_of: Callable[[str], int], trials: list[Trial]) -> None:
         wanted: dict[str, set[tuple[str, str]]] = {}
         for plan in rule.plans():
             wanted.setdefault(plan.template, set()).update((c, loc) for c in plan.channels for loc in LOCALES)
@@ -295,14 +334,17 @@ class _Checker:
                              f"(missing {', '.join(missing)})", line)
                 continue
             for channel, locale in sorted(combinations):
-                self._template_fields(rule, channel, locale, template)
+                if self._template_fields(rule, channel, locale, template):
+                    self._template_renders(rule, channel, locale, template, trials)
 
-    def _template_fields(self, rule: Rule, channel: str, locale: str, template: str) -> None:
+    def _template_fields(self, rule: Rule, channel: str, locale: str, template: str) -> bool:
+        """Check the fields and the static safety of each part; True if all is well."""
+        before = len(self.problems)
         for part in CHANNEL_PARTS[channel]:
             name = self.renderer.template_name(channel, locale, template, part)
-            source, filename, _ = self.renderer.env.loader.get_source(self.renderer.env, name)
+            filename = str(self.renderer.template_dir / name)
             try:
-                tree = self.renderer.env.parse(source, name, filename)
+                tree = self.renderer.parsed(name)
             except TemplateSyntaxError as exc:
                 self.problems.append(RulesError(f"template syntax: {exc.message}", filename, exc.lineno))
                 continue
@@ -310,6 +352,26 @@ class _Checker:
                 self.problems.append(RulesError(
                     f"{problem} (used by rule '{rule.id}', line {rule.line} of {self.file})",
                     filename, template_line))
+            for problem in self.renderer.template_problems(name):
+                self._template_problem(problem)
+        return len(self.problems) == before
+
+    def _template_renders(self, rule: Rule, channel: str, locale: str, template: str, trials: list[Trial]) -> None:
+        """Render on each sample the condition lets through; report the first failure (or overrun) only."""
+        for label, event, customer in trials:
+            error = _render_error(self.renderer, self.schemas, channel, locale, template, label, event, customer)
+            if error is not None:
+                self._template_problem(TemplateError(
+                    f"{error.message} (rendering the {label} sample for rule '{rule.id}')", error.file, error.line),
+                    key=f"{error.file}:{error.line}: {error.message}")
+                return
+
+    def _template_problem(self, problem: TemplateError, key: str | None = None) -> None:
+        """A problem of a template several rules may use: reported once."""
+        key = key or str(problem)
+        if key not in self._reported:
+            self._reported.add(key)
+            self.problems.append(problem)
 
     def _field_problems(self, tree: nodes.Template, events: tuple[str, ...]) -> list[str]:
         return [problem for problem, _ in self._field_problems_with_lines(tree, events)]
@@ -406,3 +468,120 @@ def _line_of(document: Any, path: list[Any]) -> int | None:
         except (AttributeError, KeyError, IndexError, TypeError):
             break
     return line
+
+
+# ---------------------------------------------------------------------------
+# Sample records, to try conditions and templates on
+
+
+_RENDER_ERRORS: WeakKeyDictionary[Renderer, dict[tuple[str, ...], TemplateError | None]] = WeakKeyDictionary()
+
+
+def _render_error(renderer: Renderer, schemas: Schemas, channel: str, locale: str, template: str, label: str,
+                  event: dict[str, Any], customer: dict[str, Any]) -> TemplateError | None:
+    """What rendering this sample raises, if anything; remembered per renderer (tests load rules many times)."""
+    known = _RENDER_ERRORS.setdefault(renderer, {})
+    key = (str(schemas.dir), channel, locale, template, label)
+    if key not in known:
+        extra = {"outage": event["data"]} if event["type"].startswith("outage.") else None
+        try:
+            renderer.render(channel, locale, template, event=event, customer=customer, extra=extra)
+            known[key] = None
+        except TemplateError as exc:
+            known[key] = exc
+    return known[key]
+
+
+@lru_cache(maxsize=64)
+def samples(schemas: Schemas, name: str) -> dict[str, dict[str, Any]]:
+    """Records the schema ``name`` (``customer.json``, ``events/<type>.json``) allows, by kind.
+
+    "example": its first example; "largest": every optional field, free text at its maxLength,
+    SAMPLE_ITEMS items in every list, a string with a pattern as its longest example; "smallest":
+    required fields only, the shortest of each. One that the schema refuses after all is left out.
+    Do not change what they hold: they are shared.
+    """
+    schema = schemas.registry.contents(SCHEMA_BASE + name)
+    resolver = schemas.registry.resolver(SCHEMA_BASE + name)
+    found = {"example": copy.deepcopy(schema["examples"][0])} if schema.get("examples") else {}
+    for kind in ("largest", "smallest"):
+        try:
+            record = _Sampler(kind == "largest").value(schema, resolver)
+        except LookupError:  # a pattern without examples: nothing to build from
+            continue
+        if not schemas.problems(name, record):
+            found[kind] = record
+    return found
+
+
+class _Sampler:
+    """Builds the largest or the smallest value a (draft 2020-12, as used in schemas/) schema allows."""
+
+    def __init__(self, largest: bool):
+        self.largest = largest
+
+    def value(self, schema: dict[str, Any], resolver: Resolver, index: int = 0) -> Any:
+        schema, resolver = _deref(schema, resolver)
+        if "const" in schema:
+            return schema["const"]
+        if "enum" in schema:
+            return self._pick(schema["enum"], key=lambda v: len(str(v)))
+        kind = schema.get("type", "object")
+        if kind == "object":
+            return self._object(schema, resolver)
+        if kind == "array":
+            return self._array(schema, resolver)
+        if kind == "string":
+            return self._string(schema, index)
+        if kind in ("number", "integer"):
+            return self._number(schema, kind)
+        if kind == "boolean":
+            return self.largest
+        raise LookupError(f"no sample for type {kind!r}")
+
+    def _pick(self, values: list[Any], key: Callable[[Any], int]) -> Any:
+        return max(values, key=key) if self.largest else min(values, key=key)
+
+    def _object(self, schema: dict[str, Any], resolver: Resolver) -> dict[str, Any]:
+        required = _required(schema, resolver)
+        excluded = set(schema.get("not", {}).get("required", []))  # outage events: no customer_id
+        properties = _properties(schema, resolver)
+        return {name: self.value(*properties[name]) for name in properties
+                if (self.largest or name in required) and name not in excluded}
+
+    def _array(self, schema: dict[str, Any], resolver: Resolver) -> list[Any]:
+        least = schema.get("minItems", 0)
+        count = max(min(schema.get("maxItems", SAMPLE_ITEMS), SAMPLE_ITEMS), least) if self.largest else least
+        return [self.value(schema.get("items", {}), resolver, index) for index in range(count)]
+
+    def _string(self, schema: dict[str, Any], index: int) -> str:
+        if "pattern" in schema:
+            examples = schema.get("examples") or []
+            if not examples:
+                raise LookupError("a pattern without examples")
+            return _varied(self._pick(examples, key=len), schema["pattern"], index)
+        if self.largest:
+            length = schema.get("maxLength", SAMPLE_TEXT)
+            return (FILLER * (length // len(FILLER) + 1))[:length]
+        return "x" * schema.get("minLength", 0)
+
+    def _number(self, schema: dict[str, Any], kind: str) -> int | float:
+        if not self.largest:
+            return schema.get("minimum", 0)
+        return schema.get("maximum", 1_000_000 if kind == "integer" else 1_234_567.89)
+
+
+def _required(schema: dict[str, Any], resolver: Resolver) -> set[str]:
+    schema, resolver = _deref(schema, resolver)
+    found = set(schema.get("required", []))
+    for part in schema.get("allOf", []):
+        found |= _required(part, resolver)
+    return found
+
+
+def _varied(example: str, pattern: str, index: int) -> str:
+    """``example`` with its first number raised by ``index`` (items of a list must differ), if the pattern allows."""
+    if not index:
+        return example
+    varied = re.sub(r"\d+", lambda m: str(int(m.group()) + index).zfill(len(m.group())), example, count=1)
+    return varied if varied != example and re.fullmatch(pattern, varied) else example
