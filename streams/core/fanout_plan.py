@@ -15,6 +15,7 @@ from typing import Any
 from streams.core.decider import Decider
 from streams.core.restraint import reachable
 from streams.core.rules import LOCALES
+from streams.errors import TemplateError
 
 
 @dataclass
@@ -59,8 +60,16 @@ def plan_fanout(decider: Decider, event: dict[str, Any], partition: int | None =
                     locale = customer.get("locale") if customer.get("locale") in LOCALES else decider.rules.default_locale
                     key = (locale, tier_plan.template)
                     if key not in segments:
-                        rendered = decider.renderer.render("sms", locale, tier_plan.template, event=event,
-                                                           customer=customer, extra={"outage": data})
-                        segments[key] = rendered.segments.segments if rendered.segments else 1
+                        segments[key] = _segments(decider, locale, tier_plan.template, event, customer)
                     plan.sms_segments += segments[key]
     return plan
+
+
+def _segments(decider: Decider, locale: str, template: str, event: dict[str, Any], customer) -> int:
+    """SMS segments of one copy; a copy that does not render counts one (the decision records why)."""
+    try:
+        rendered = decider.renderer.render("sms", locale, template, event=event, customer=customer,
+                                           extra={"outage": event["data"]})
+    except TemplateError:
+        return 1
+    return rendered.segments.segments if rendered.segments else 1

@@ -27,3 +27,19 @@ def test_plan_counts_what_the_fan_out_will_send(renderer, schemas):
     outcomes = list(decider.handle(event, start)) + list(decider.fire_due(datetime(2026, 11, 25, 14, 0, tzinfo=timezone.utc)))
     sent = [o.channel for o in outcomes if isinstance(o, Notification)]
     assert sorted(sent) == ["email"] * 3 + ["sms"] * 3
+
+
+def test_a_copy_that_does_not_render_is_planned_as_one_segment_not_a_crash():
+    from streams.errors import TemplateError
+
+    class Refusing:
+        def render(self, *args, **kwargs):
+            raise TemplateError("over budget", "templates/sms/nl/outage_started.body.j2", 3)
+
+    from streams.core.fanout_plan import _segments
+
+    class Decider:
+        renderer = Refusing()
+
+    event = {"type": "outage.started", "data": {"outage_id": "OUT-1"}}
+    assert _segments(Decider(), "nl", "outage_started", event, {"id": "C1"}) == 1
