@@ -49,7 +49,7 @@ from streams.core.render import Renderer  # noqa: E402
 from streams.core.rules import load_rules  # noqa: E402
 from streams.tools.customer_files import read_customer_rows, write_customer_csv  # noqa: E402
 from streams.core.events import Schemas  # noqa: E402
-from streams.kafka.admin import API_VERSION, ensure_topics, producer, wait_drained  # noqa: E402
+from streams.kafka.admin import client_options, ensure_topics, producer, wait_drained  # noqa: E402
 from streams.tools.load_customers import load_customers  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
@@ -83,7 +83,7 @@ class NotificationCounter:
     """Reads the ``notifications`` topic from its start, one outage's worth at a time."""
 
     def __init__(self, bootstrap: str, topic: str):
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False,
+        self.consumer = KafkaConsumer(**client_options(bootstrap), enable_auto_commit=False,
                                       fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
         self.consumer.assign([TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))])
         self.consumer.seek_to_beginning()

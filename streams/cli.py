@@ -54,6 +54,7 @@ def worker() -> None:
     """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
     from streams.kafka.embedded import bootstrap_servers
     from streams.kafka.admin import ensure_topics
+    from streams.worker import broker_credentials
 
     from dataclasses import replace
 
@@ -61,6 +62,7 @@ def worker() -> None:
     config = _preflight(settings)
     if _writes_outbox(settings):
         _check_outbox(settings.outbox_dir)
+    broker_credentials(settings.kafka_security)  # TLS files that do not load: one line, before connecting
     with bootstrap_servers(settings.bootstrap_servers) as bootstrap:
         if not settings.bootstrap_servers:
             err.print(f"embedded broker on {bootstrap} (memory only)")

@@ -17,6 +17,7 @@ made from the environment, once, when it is first asked for.
 from __future__ import annotations
 
 import logging
+import ssl
 from functools import lru_cache
 
 import faust
@@ -28,7 +29,8 @@ from streams.agents.topics import Pipeline, declare
 from streams.core.config import CoreConfig, load_config
 from streams.kafka import faust_fixes
 from streams.kafka.catch_up import CatchUp
-from streams.settings import Settings
+from streams.errors import ConfigError
+from streams.settings import KafkaSecurity, Settings
 
 
 def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App:
@@ -38,6 +40,7 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in bootstrap],
+        broker_credentials=broker_credentials(settings.kafka_security),
         store=settings.store,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -67,6 +70,27 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
     if settings.dispatch:
         dispatch.register(app, pipeline, poison)
     return app
+
+
+def broker_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
+    """faust's form of the TLS and SASL settings; None for PLAINTEXT."""
+    context = tls_context(security) if security.tls else None
+    if security.sasl:
+        return faust.SASLCredentials(username=security.sasl_username, password=security.sasl_password,
+                                     mechanism=security.sasl_mechanism, ssl_context=context)
+    return faust.SSLCredentials(context) if context else None
+
+
+def tls_context(security: KafkaSecurity) -> ssl.SSLContext:
+    """Verifies the brokers against KAFKA_SSL_CAFILE (or the system's CAs), with the client certificate if set."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=security.ssl_cafile)
+        if security.ssl_certfile:
+            context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile, security.ssl_key_password)
+    except (ssl.SSLError, OSError) as exc:  # not PEM, a key that does not match, a wrong key password
+        raise ConfigError(f"the TLS files in KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE or KAFKA_SSL_KEYFILE do not "
+                          f"load: {exc}") from None
+    return context
 
 
 def bootstrap_list(settings: Settings) -> list[str]:
@@ -103,4 +127,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Pipeline", "bootstrap_list", "build_app"]
+__all__ = ["Pipeline", "bootstrap_list", "broker_credentials", "build_app"]

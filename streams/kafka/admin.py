@@ -1,5 +1,9 @@
 """Synchronous Kafka tools on kafka-python: topics, end offsets, lag, producing and reading topics.
 
+Every kafka-python client is built with ``client_options``: the address, the
+protocol version, and TLS and SASL from the environment (``KafkaSecurity``, the
+settings the worker's faust app connects with).
+
 Workarounds here, each with the test that proves it:
 - ``api_version`` is pinned to 2.5: version probing and consumer groups misbehave
   against Tansu otherwise; every Kafka since 2.5 speaks it.
@@ -29,14 +33,35 @@ from kafka.admin import NewTopic
 from kafka.errors import BrokerResponseError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from streams.errors import BrokerError
+from streams.settings import KafkaSecurity
 
 API_VERSION = (2, 5, 0)
 WHOLE_BATCH = 1_000_000  # records: more than a 1 MB record batch can hold
 
 
+def client_options(bootstrap: str | list[str], security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """What every kafka-python client here is built with; ``security`` from the environment if not given."""
+    return {"bootstrap_servers": bootstrap, "api_version": API_VERSION,
+            **security_options(security or KafkaSecurity.from_env())}
+
+
+def security_options(security: KafkaSecurity) -> dict[str, Any]:
+    """kafka-python's names for the TLS and SASL settings; only those that are set."""
+    options: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.tls:
+        files = {"ssl_cafile": security.ssl_cafile, "ssl_certfile": security.ssl_certfile,
+                 "ssl_keyfile": security.ssl_keyfile}
+        options.update({name: str(path) for name, path in files.items() if path})
+        if security.ssl_key_password:
+            options["ssl_password"] = security.ssl_key_password
+    if security.sasl:  # kafka-python takes the plain_ names for SCRAM as well
+        options.update(sasl_mechanism=security.sasl_mechanism, sasl_plain_username=security.sasl_username,
+                       sasl_plain_password=security.sasl_password)
+    return options
+
+
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=API_VERSION,
-                             client_id="forewarn-admin")
+    admin = KafkaAdminClient(**client_options(bootstrap), client_id="forewarn-admin")
     try:
         for name in topics:  # one at a time: a batch fails whole when one exists
             try:
@@ -59,8 +84,7 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
     """
     reported = consumer.end_offsets(partitions)
     own_probe = probe is None
-    probe = probe or KafkaConsumer(bootstrap_servers=consumer.config["bootstrap_servers"], api_version=API_VERSION,
-                                   enable_auto_commit=False)
+    probe = probe or KafkaConsumer(**client_options(consumer.config["bootstrap_servers"]), enable_auto_commit=False)
     try:
         truth = dict(reported)
         waiting = [tp for tp, end in reported.items() if end > 0]
@@ -85,7 +109,7 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
 
 def read_end_offsets(bootstrap: str | list[str], partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
     """``end_offsets`` on a consumer of its own, opened and closed here."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+    consumer = KafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
     try:
         return end_offsets(consumer, partitions)
     finally:
@@ -133,7 +157,7 @@ class CheckedProducer(KafkaProducer):
 
 
 def producer(bootstrap: str, **options: Any) -> CheckedProducer:
-    return CheckedProducer(bootstrap_servers=bootstrap, api_version=API_VERSION,
+    return CheckedProducer(**client_options(bootstrap),
                            **{"acks": "all", "linger_ms": 5, **options})
 
 
@@ -176,7 +200,7 @@ class LineSender:
     window_bytes = 256 * 1024
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=API_VERSION, acks="all",
+        self._producer = KafkaProducer(**client_options(bootstrap), acks="all",
                                        enable_idempotence=False, linger_ms=5, batch_size=self.window_bytes,
                                        max_block_ms=self.metadata_wait_ms)
         self.topic = topic
@@ -258,8 +282,8 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> list[Any]:
 
 
 def iter_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> Iterator[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION,
-                             enable_auto_commit=False, consumer_timeout_ms=int(timeout * 1000))
+    consumer = KafkaConsumer(**client_options(bootstrap), enable_auto_commit=False,
+                             consumer_timeout_ms=int(timeout * 1000))
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
@@ -281,8 +305,7 @@ def iter_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> Iterator[Any
 
 def lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
     """Messages on ``topics`` that ``group`` has not committed yet."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, group_id=group,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(**client_options(bootstrap), group_id=group, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for topic in topics
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -347,8 +370,8 @@ def replay_in_order(bootstrap: str, topic_for: Callable[[str], str], lines: Iter
     order of the file (the demo, the simulation parity test) waits until the
     previous event has come out of ingest on one of the ``ingested`` topics.
     """
-    watcher = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
-    probe = KafkaConsumer(bootstrap_servers=bootstrap, api_version=API_VERSION, enable_auto_commit=False)
+    watcher = KafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
+    probe = KafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
     sender = producer(bootstrap, linger_ms=0)
     sent = 0
     try:
