@@ -54,7 +54,7 @@ def worker() -> None:
     """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
     from streams.kafka.embedded import bootstrap_servers
     from streams.kafka.admin import ensure_topics
-    from streams.worker import broker_credentials
+    from streams.kafka.security import broker_credentials
 
     from dataclasses import replace
 

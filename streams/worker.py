@@ -17,7 +17,6 @@ made from the environment, once, when it is first asked for.
 from __future__ import annotations
 
 import logging
-import ssl
 from functools import lru_cache
 
 import faust
@@ -29,8 +28,8 @@ from streams.agents.topics import Pipeline, declare
 from streams.core.config import CoreConfig, load_config
 from streams.kafka import faust_fixes
 from streams.kafka.catch_up import CatchUp
-from streams.errors import ConfigError
-from streams.settings import KafkaSecurity, Settings
+from streams.kafka.security import broker_credentials
+from streams.settings import Settings
 
 
 def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App:
@@ -72,27 +71,6 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
     return app
 
 
-def broker_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
-    """faust's form of the TLS and SASL settings; None for PLAINTEXT."""
-    context = tls_context(security) if security.tls else None
-    if security.sasl:
-        return faust.SASLCredentials(username=security.sasl_username, password=security.sasl_password,
-                                     mechanism=security.sasl_mechanism, ssl_context=context)
-    return faust.SSLCredentials(context) if context else None
-
-
-def tls_context(security: KafkaSecurity) -> ssl.SSLContext:
-    """Verifies the brokers against KAFKA_SSL_CAFILE (or the system's CAs), with the client certificate if set."""
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=security.ssl_cafile)
-        if security.ssl_certfile:
-            context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile, security.ssl_key_password)
-    except (ssl.SSLError, OSError) as exc:  # not PEM, a key that does not match, a wrong key password
-        raise ConfigError(f"the TLS files in KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE or KAFKA_SSL_KEYFILE do not "
-                          f"load: {exc}") from None
-    return context
-
-
 def bootstrap_list(settings: Settings) -> list[str]:
     return (settings.bootstrap_servers or "localhost:9092").split(",")
 
@@ -127,4 +105,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Pipeline", "bootstrap_list", "broker_credentials", "build_app"]
+__all__ = ["Pipeline", "bootstrap_list", "build_app"]

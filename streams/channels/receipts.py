@@ -387,10 +387,13 @@ class Receiver:
     async def _kafka(self) -> Publish:
         from aiokafka import AIOKafkaProducer
 
+        from streams.kafka.security import aiokafka_options
+
         if not self.settings.bootstrap_servers:
             raise ConfigError("the webhook receiver needs KAFKA_BOOTSTRAP_SERVERS")
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers.split(","),
-                                    acks="all", linger_ms=5, client_id="forewarn-webhooks")
+                                    acks="all", linger_ms=5, client_id="forewarn-webhooks",
+                                    **aiokafka_options(self.settings.kafka_security))
         try:
             await producer.start()
         except BaseException:

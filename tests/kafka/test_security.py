@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from streams.errors import ConfigError
 from streams.kafka.admin import client_options, security_options
 from streams.settings import ROOT, KafkaSecurity, Settings
-from streams.worker import broker_credentials
+from streams.kafka.security import broker_credentials
 
 PASSWORD = "pa55-w0rd-never-shown"
 KEY_PASSWORD = "key-pa55-never-shown"
@@ -207,3 +207,12 @@ def test_a_command_stops_in_one_line_before_it_connects(tls_files, tmp_path, com
 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and says in lines[0], result.stderr
+
+
+def test_the_receipts_receivers_producer_gets_the_same_security_as_the_worker(tls_files):
+    from streams.kafka.security import aiokafka_options
+
+    options = aiokafka_options(KafkaSecurity.from_env(sasl_ssl(tls_files, mechanism="SCRAM-SHA-256")))
+    assert options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert options["ssl_context"].verify_mode.name == "CERT_REQUIRED"
+    assert aiokafka_options(KafkaSecurity()) == {"security_protocol": "PLAINTEXT"}
