@@ -32,7 +32,7 @@ def taken_ids(imitation) -> set[str]:
     return {a.notification_id for a in imitation.accepted}
 
 
-def wait_for(check, timeout: float = 30.0) -> None:
+def wait_for(check, timeout: float = 90.0) -> None:  # generous: a loaded CI machine, it returns when done
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"
