@@ -89,6 +89,10 @@ def _observe(app: faust.App, settings: Settings) -> None:
         privacy.install()
         metrics.serve(settings.metrics_port, settings.metrics_address)
 
+    @app.timer(interval=5.0)
+    async def read_stalled_partitions_again() -> None:
+        await faust_fixes.read_stalled_again(app, bootstrap_list(settings))
+
     @app.timer(interval=30.0)
     async def settle_long_lived_objects() -> None:
         gc_tuning.settle_when_idle()

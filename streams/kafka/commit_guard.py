@@ -130,3 +130,36 @@ class ReadFence:
         self._expected[partition] = offset + 1
         self._just_sought.discard(partition)
         return True
+
+
+class StallWatch:
+    """Partitions left behind while the worker has nothing to do: read them again from their commit.
+
+    Whatever made a partition's records vanish between fetch and agent (records a
+    seek made stale and no re-read brought back, a fetch that never came), the
+    sign is the same: the broker has more than was committed, nothing is in
+    flight, and that stays so. Reading again is safe: every hop recognises what
+    it has done before (event ids, sent ids, the send ledger).
+    """
+
+    stall_after: float = 10.0  # seconds a partition may stay behind, idle, before it is read again
+
+    def __init__(self) -> None:
+        self._behind: dict[Partition, tuple[int, float]] = {}  # partition -> (committed, behind since)
+
+    def check(self, behind: Mapping[Partition, int], idle: bool, now: float) -> list[tuple[Partition, int]]:
+        """``behind``: committed offset of each partition whose end is past it; what to read again, from where."""
+        if not idle:
+            self._behind.clear()
+            return []
+        for partition in [p for p in self._behind if p not in behind]:
+            del self._behind[partition]
+        stalled = []
+        for partition, committed in behind.items():
+            seen = self._behind.get(partition)
+            if seen is None or seen[0] != committed:
+                self._behind[partition] = (committed, now)
+            elif now - seen[1] >= self.stall_after:
+                stalled.append((partition, committed))
+                self._behind[partition] = (committed, now)  # a new wait for the re-read to show
+        return stalled

@@ -14,6 +14,7 @@ aiokafka or the broker re-runs ``tests/faults`` (``--long`` for full size).
 | only processed messages are acked (``_ack_processed_only``) | a stream drops a message that arrives while flow is stopped or from an older generation, and faust acks it as if processed | ``tests/faults/test_crashes.py`` (SIGKILL, two workers) |
 | ``ReadFence`` | records fetched before a seek are still handed on and move faust's read offset past the re-read | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``CommitGuard`` | faust commits past an unprocessed head (lowest acked = committed + 1 passes; nothing checked before a first commit) | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
+| ``StallWatch`` (``read_stalled_again``, a 5 s timer) | a partition behind its end while the worker is idle: its records vanished between fetch and agent with nothing left to notice | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | lz4 at its fast level | aiokafka compresses lz4 at LZ4-HC level 9: a seventh of a fan-out's CPU | ``bench/fanout.py`` |
 """
 
@@ -30,12 +31,13 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from kafka import TopicPartition
 
 from streams.kafka.admin import read_end_offsets
-from streams.kafka.commit_guard import CommitGuard, ReadFence
+from streams.kafka.commit_guard import CommitGuard, ReadFence, StallWatch
 
 log = logging.getLogger(__name__)
 
 commit_guard = CommitGuard()
 read_fence = ReadFence(commit_guard)
+stall_watch = StallWatch()
 start_offsets: dict[tuple[str, int], int] = {}  # where the last seek to committed left each partition
 
 
@@ -157,6 +159,36 @@ def _ack_processed_only(self, message):
     # "unacked" for ever, holding up every wait for the streams to empty.
     self._unacked_messages.discard(message)
     return acked
+
+
+async def read_stalled_again(app, bootstrap: list[str]) -> None:
+    """The worker's timer: a stream partition behind its end while nothing is in flight is read again."""
+    consumer = app.consumer
+    if app.rebalancing or not consumer.assignment():
+        return
+    changelogs = app.tables.changelog_topics
+    partitions = [tp for tp in consumer.assignment() if tp.topic not in changelogs]
+    idle = not consumer._unacked_messages
+    if not idle:
+        stall_watch.check({}, False, time.monotonic())
+        return
+    try:
+        ends = await asyncio.get_running_loop().run_in_executor(
+            None, read_end_offsets, bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+    except Exception as exc:  # noqa: BLE001  broker trouble: the next tick asks again
+        log.debug("reading end offsets for the stall check failed: %r", exc)
+        return
+    behind = {}
+    for tp in partitions:
+        key = (tp.topic, tp.partition)
+        committed = consumer._committed_offset.get(tp) or commit_guard.first_offsets.get(key) or start_offsets.get(key)
+        if committed is not None and ends.get(TopicPartition(tp.topic, tp.partition), 0) > committed:
+            behind[key] = committed
+    for (topic, partition), offset in stall_watch.check(behind, not consumer._unacked_messages, time.monotonic()):
+        tp = next(tp for tp in partitions if (tp.topic, tp.partition) == (topic, partition))
+        log.warning("%s partition %d: behind its end since a while with nothing in flight; reading it again "
+                    "from offset %d", topic, partition, offset)
+        await consumer.seek(tp, offset)
 
 
 def _fast_lz4(payload) -> bytes:

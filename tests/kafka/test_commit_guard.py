@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.kafka.commit_guard import CommitGuard, ReadFence
+from streams.kafka.commit_guard import CommitGuard, ReadFence, StallWatch
 
 P = ("notifications", 1)
 
@@ -115,3 +115,21 @@ def test_records_read_before_are_left_to_faust_and_a_revoked_partition_starts_af
     fence.seek_done({P: 6})
     fence.forget([P])
     assert fence.admit(token, P, 90) is True
+
+
+def test_a_partition_behind_while_the_worker_is_idle_is_read_again_after_a_while():
+    watch = StallWatch()
+    assert watch.check({P: 146}, True, 0.0) == []
+    assert watch.check({P: 146}, True, 5.0) == []
+    assert watch.check({P: 146}, True, 10.0) == [(P, 146)]
+    assert watch.check({P: 146}, True, 15.0) == []  # a new wait for the re-read to show
+
+
+def test_a_partition_that_moves_or_a_busy_worker_is_not_read_again():
+    watch = StallWatch()
+    assert watch.check({P: 146}, True, 0.0) == []
+    assert watch.check({P: 200}, True, 10.0) == []  # it moved: progress, a new wait
+    assert watch.check({P: 200}, False, 20.0) == []  # busy: the agent may be on its way there
+    assert watch.check({P: 200}, True, 25.0) == []
+    assert watch.check({}, True, 40.0) == []  # caught up
+    assert watch.check({P: 200}, True, 41.0) == []
