@@ -30,17 +30,21 @@ class InjectedFault(Exception):
 
 
 class Poison:
-    """A test-only fault hook: records of ``hop`` whose bytes contain ``marker`` fail as if a bug hit them.
+    """A test-only fault hook: records of a hop whose bytes contain its marker fail as if a bug hit them.
 
-    Off unless ``FOREWARN_TEST_POISON`` is set (``hop:marker``).
+    Off unless ``FOREWARN_TEST_POISON`` is set: ``hop:marker``, several separated by commas.
     """
 
     def __init__(self, spec: str | None):
-        hop, _, marker = (spec or "").partition(":")
-        self.hop, self.marker = hop, marker.encode()
+        self.markers: dict[str, bytes] = {}
+        for part in filter(None, (spec or "").split(",")):
+            hop, _, marker = part.partition(":")
+            if marker:
+                self.markers[hop.strip()] = marker.encode()
 
     def check(self, hop: str, value: bytes | None) -> None:
-        if self.marker and hop == self.hop and value is not None and self.marker in value:
+        marker = self.markers.get(hop)
+        if marker and value is not None and marker in value:
             raise InjectedFault(f"poisoned record in {hop}")
 
 
