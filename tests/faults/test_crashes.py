@@ -219,7 +219,7 @@ def test_sigkill_during_a_fanout_and_carts_loses_and_doubles_nothing(broker, set
             worker.kill()
             worker = pipeline.start()
         carts.join()
-        finished = wait_until(lambda: all_taken(fake, pipeline.expected), 300)
+        finished = wait_until(lambda: all_taken(fake, pipeline.expected), 150 if not long_run else 300)
         time.sleep(3)  # a double would be in by now
         figures = account(fake, pipeline.expected)
         report("sigkill", seed=seed, recipients=size.recipients, carts=size.carts, kills=len(kills),
@@ -251,7 +251,7 @@ def test_two_workers_one_killed_and_rejoining_lose_and_double_nothing(broker, se
         rejoined_at = len(fake.accepted)
         second = pipeline.start()  # and back again
         carts.join()
-        finished = wait_until(lambda: all_taken(fake, pipeline.expected), 300)
+        finished = wait_until(lambda: all_taken(fake, pipeline.expected), 150 if not long_run else 300)
         time.sleep(3)
         figures = account(fake, pipeline.expected)
         report("rebalance", recipients=size.recipients, carts=size.carts, killed_at=killed_at,
