@@ -92,6 +92,39 @@ class Cap:
         return cls(int(spec["count"]), parse_duration(spec["per"]))
 
     def reached(self, sent_at: Iterable[datetime], now: datetime) -> bool:
+        return self.used(sent_at, now) >= self.count
+
+    def used(self, sent_at: Iterable[datetime], now: datetime) -> int:
         """Counting only what was sent up to ``now``, so replays decide the same in any order."""
         since = now - self.per
-        return sum(1 for moment in sent_at if since < moment <= now) >= self.count
+        return sum(1 for moment in sent_at if since < moment <= now)
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """The last ``count`` contacts of a budget, kept for messages of at least ``priority``."""
+
+    priority: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Budget(Cap):
+    """The contact budget: ``count`` per ``per`` for all rules together, part of it maybe reserved."""
+
+    reserve: Reserve | None = None
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any]) -> "Budget":
+        reserve = spec.get("reserve")
+        return cls(int(spec["count"]), parse_duration(spec["per"]),
+                   Reserve(int(reserve["priority"]), int(reserve["count"])) if reserve else None)
+
+    def allowance(self, priority: int) -> int:
+        """How many contacts in the window a message of this priority may follow."""
+        if self.reserve and priority < self.reserve.priority:
+            return self.count - self.reserve.count
+        return self.count
+
+    def reached_for(self, priority: int, sent_at: Iterable[datetime], now: datetime) -> bool:
+        return self.used(sent_at, now) >= self.allowance(priority)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from streams.core.directory import Customer
 from streams.core.outcomes import Suppression, notification_id
-from streams.core.policy import Cap
+from streams.core.policy import Budget
 from streams.core.rules import Rule, TierPlan
 from streams.core.state import CustomerState, Told
 
@@ -80,7 +80,7 @@ class Attempt:
     state: CustomerState
     now: datetime
     stamp: str
-    budget: Cap | None = None
+    budget: Budget | None = None
     channels: list[str] = field(default_factory=list)
     outage_id: str | None = None
     told: Told | None = None  # what the customer was told about this outage
@@ -208,12 +208,22 @@ def rule_cap(a: Attempt) -> Verdict | None:
     return None
 
 
+BUDGET_DETAIL = "contact budget of"  # how a suppression by the budget (not a rule cap) is told apart
+
+
 def contact_budget(a: Attempt) -> Verdict | None:
-    """All rules together reach a customer at most so often; an essential message is not held back by it."""
-    budget = a.budget
-    if budget and not a.rule.essential and budget.reached((at for at, _ in a.sent_at()), a.now):
-        return a.suppressed("cap_exceeded", f"contact budget of {budget.count} per {budget.per}")
-    return None
+    """All rules together reach a customer at most so often; lower priorities leave the reserve alone.
+
+    An essential message is never held back by it (it still counts).
+    """
+    budget, priority = a.budget, a.rule.priority
+    if not budget or a.rule.essential or not budget.reached_for(priority, (at for at, _ in a.sent_at()), a.now):
+        return None
+    detail = f"{BUDGET_DETAIL} {budget.count} per {budget.per}"
+    if budget.allowance(priority) < budget.count:
+        assert budget.reserve is not None  # a smaller allowance comes only from a reserve
+        detail += f"; the rest ({budget.reserve.count}) is reserved for priority >= {budget.reserve.priority}"
+    return a.suppressed("cap_exceeded", detail)
 
 
 STEPS: tuple[Callable[[Attempt], Verdict | None], ...] = (

@@ -34,7 +34,7 @@ from jsonschema.exceptions import best_match
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from streams.core.policy import Cap, QuietHours, parse_duration
+from streams.core.policy import Budget, Cap, QuietHours, parse_duration
 from streams.core.render import CHANNEL_PARTS, Renderer
 from streams.errors import RulesError, RulesInvalid, TemplateError
 from streams.core.events import SCHEMA_BASE, Schemas
@@ -132,7 +132,7 @@ class Rule:
 
 
 DEFAULT_QUIET_HOURS = QuietHours(time(21, 0), time(8, 0))
-DEFAULT_BUDGET = Cap(3, timedelta(days=7))
+DEFAULT_BUDGET = Budget(3, timedelta(days=7))
 
 
 @dataclass
@@ -140,7 +140,7 @@ class RuleSet:
     rules: list[Rule]
     file: str
     default_locale: str = "nl"
-    budget: Cap | None = DEFAULT_BUDGET
+    budget: Budget | None = DEFAULT_BUDGET
     by_event: dict[str, list[Rule]] = field(init=False)
     cancelling: dict[str, list[Rule]] = field(init=False)
 
@@ -221,10 +221,22 @@ class _Checker:
             rule = self._rule(raw, line, defaults)
             if rule is not None:
                 rules.append(rule)
+        budget = self._budget(document)
         if self.problems:
             return None, self.problems
-        budget = Cap.parse(defaults["budget"]) if "budget" in defaults else DEFAULT_BUDGET
         return RuleSet(rules, self.file, defaults.get("locale", "nl"), budget), []
+
+    def _budget(self, document: Any) -> Budget:
+        """``defaults.budget``; a reserve must leave lower priorities at least one contact."""
+        spec = (document.get("defaults") or {}).get("budget")
+        if spec is None:
+            return DEFAULT_BUDGET
+        budget = Budget.parse(spec)
+        if budget.reserve and budget.reserve.count >= budget.count:
+            self.problem(f"defaults.budget: reserve count {budget.reserve.count} leaves nothing of the budget of "
+                         f"{budget.count} to priorities below {budget.reserve.priority}; reserve at most "
+                         f"{budget.count - 1}", _line_of(document, ["defaults", "budget", "reserve", "count"]))
+        return budget
 
     def _read(self) -> Any:
         yaml = YAML(typ="rt")

@@ -8,6 +8,7 @@ import pytest
 
 from streams.core.config import load_config
 from streams.core.outcomes import Suppression, notification_id
+from streams.core.policy import Budget, Reserve
 from streams.core.restraint import (STOP, STEPS, Attempt, Defer, Trigger, choose_channels, contact_budget, duplicate,
                                     min_change, min_interval, outage_told, quiet_hours, restrain, rule_cap)
 from streams.core.state import Contact, CustomerState, Told
@@ -165,6 +166,37 @@ def test_the_contact_budget_holds_back_the_fourth_message_of_a_week_but_never_an
                                   state=three)) is None
     two = contacts(("order-shipped", 1), ("order-delayed", 50))
     assert contact_budget(attempt(rules, "order-shipped", event("order.shipped"), state=two)) is None
+
+
+RESERVED = Budget(3, timedelta(days=7), Reserve(priority=70, count=1))
+
+
+def budgeted(rules, rule_id: str, incoming: dict, state: CustomerState) -> Attempt:
+    a = attempt(rules, rule_id, incoming, state=state)
+    a.budget = RESERVED
+    return a
+
+
+def test_low_priority_messages_stop_short_of_the_reserve_and_a_high_one_still_goes_out(rules):
+    assert rules.get("order-shipped").priority < 70 <= rules.get("order-delayed").priority
+    two_shipped = contacts(("order-shipped", 1), ("order-shipped", 30))
+    held = contact_budget(budgeted(rules, "order-shipped", event("order.shipped"), two_shipped))
+    assert reason(held) == "cap_exceeded" and "reserved for priority >= 70" in held.detail
+    assert contact_budget(budgeted(rules, "order-delayed", event("order.delayed"), two_shipped)) is None
+
+
+def test_below_the_reserve_low_priority_messages_go_and_at_the_full_budget_nothing_but_essentials(rules):
+    one_shipped = contacts(("order-shipped", 1))
+    assert contact_budget(budgeted(rules, "order-shipped", event("order.shipped"), one_shipped)) is None
+    three = contacts(("order-shipped", 1), ("order-shipped", 30), ("order-delayed", 50))
+    held = contact_budget(budgeted(rules, "order-delayed", event("order.delayed"), three))
+    assert reason(held) == "cap_exceeded" and "reserved" not in held.detail
+    assert contact_budget(budgeted(rules, "outage-started", event("outage.started", outage_id="OUT-1"), three)) is None
+
+
+def test_contacts_older_than_the_window_leave_the_reserve_free_again(rules):
+    old = contacts(("order-shipped", 24 * 8), ("order-shipped", 24 * 9))
+    assert contact_budget(budgeted(rules, "order-shipped", event("order.shipped"), old)) is None
 
 
 def test_a_fallback_is_the_same_contact_and_counts_against_nothing(rules):

@@ -124,3 +124,51 @@ def test_tier_overrides(tmp_path, renderer, schemas):
     assert rule.plan_for("basic").channels == ("email",)
     assert rule.plan_for("standard").channels == ("sms", "email")
     assert rule.plan_for("premium").enabled is False
+
+
+def with_budget(budget: str) -> str:
+    return GOOD.replace("version: 1\n", f"version: 1\ndefaults:\n  budget: {budget}\n")
+
+
+def test_a_budget_reserve_is_read_from_the_defaults(tmp_path, renderer, schemas):
+    ruleset, problems, _ = problems_for(
+        tmp_path, with_budget("{count: 3, per: 7d, reserve: {priority: 70, count: 1}}"), renderer, schemas)
+    assert problems == []
+    budget = ruleset.budget
+    assert (budget.count, budget.reserve.priority, budget.reserve.count) == (3, 70, 1)
+    assert (budget.allowance(69), budget.allowance(70), budget.allowance(100)) == (2, 3, 3)
+
+
+def test_a_budget_without_a_reserve_lets_every_priority_use_all_of_it(tmp_path, renderer, schemas):
+    ruleset, problems, _ = problems_for(tmp_path, with_budget("{count: 4, per: 7d}"), renderer, schemas)
+    assert problems == [] and ruleset.budget.reserve is None and ruleset.budget.allowance(0) == 4
+
+
+@pytest.mark.parametrize("reserve, wanted", [
+    ("{priority: 70, count: 3}", "reserve count 3 leaves nothing of the budget of 3"),
+    ("{priority: 70, count: 5}", "reserve count 5 leaves nothing"),
+    ("{priority: -1, count: 1}", "minimum"),
+    ("{priority: 2000, count: 1}", "maximum"),
+    ("{priority: high, count: 1}", "not of type 'integer'"),
+    ("{count: 1}", "'priority' is a required property"),
+    ("{priority: 70, count: 0}", "minimum"),
+])
+def test_a_reserve_that_leaves_nothing_or_has_a_bad_priority_is_refused_with_its_line(
+        tmp_path, renderer, schemas, reserve, wanted):
+    text = f"""\
+version: 1
+defaults:
+  budget:
+    count: 3
+    per: 7d
+    reserve: {reserve}
+rules:
+  - id: order-delayed
+    on: order.delayed
+    channels: [sms, email]
+    template: order_delayed
+"""
+    ruleset, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    assert ruleset is None
+    assert [line for line, message in problems if wanted in message] == [6], problems
+    assert all("budget" in message for _, message in problems), problems
