@@ -26,6 +26,7 @@ from email_validator import EmailNotValidError, validate_email
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from streams.core.eta import DATE, eta_start
 from streams.errors import EventError
 from streams.settings import ROOT
 
@@ -107,9 +108,32 @@ class Schemas:
         return []
 
 
+# What a value refused by one of these common.json $defs should have been; in words, not as a regex.
+_IN_WORDS = {
+    "timestamp": "must be a timestamp with offset like 2026-12-03T14:00:00+01:00",
+    "date": "must be a date like 2026-12-03",
+    "eta": "must be a date like 2026-12-03, a timestamp with offset like 2026-12-03T14:00:00+01:00, "
+           "or a window {from, to}",
+}
+
+
 def describe(error) -> str:
+    """One jsonschema error as a dead-letter reason: where, and what is wrong in words."""
     where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+    words = _IN_WORDS.get(_common_def(error.schema)) if error.validator in ("pattern", "oneOf", "anyOf") else None
+    if words:
+        return f"{where}: {_shorten(repr(error.instance), 80)} {words}"
     return f"{where}: {_shorten(error.message)}"
+
+
+def _common_def(schema: Any) -> str | None:
+    """The name of the common.json $def that ``schema`` is, if any."""
+    return next((name for name, definition in _common_defs().items() if definition == schema), None)
+
+
+@lru_cache(maxsize=1)
+def _common_defs() -> dict[str, Any]:
+    return default_schemas().by_id[SCHEMA_BASE + "common.json"]["$defs"]
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -196,17 +220,35 @@ def check_not_ahead(event: dict[str, Any], received: datetime, bounds: Bounds = 
 
 
 def check_times(data: Any) -> None:
-    """Every timestamp in an event's data (an ETA, an expected end) inside the sane range too."""
+    """Every timestamp and date in an event's data (an ETA, an expected end) inside the sane range too,
+    and every ETA window ending no earlier than it starts."""
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if TIMESTAMP.match(item):
                 check_moment(parse_timestamp(item))
+            elif DATE.match(item):
+                check_moment(_start_of_day(item))
         elif isinstance(item, dict):
+            if set(item) == {"from", "to"} and all(isinstance(v, str) and TIMESTAMP.match(v) for v in item.values()):
+                _check_window(item)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def _start_of_day(value: str) -> datetime:
+    # A date's range is that of its start of day in UTC: a zone moves it by hours, the range is in years.
+    try:
+        return eta_start(value)
+    except ValueError:
+        raise EventError(f"not a calendar date: {value!r}") from None
+
+
+def _check_window(window: dict[str, str]) -> None:
+    if parse_timestamp(window["to"]) < parse_timestamp(window["from"]):
+        raise EventError(f"window ends before it starts: from {window['from']} to {window['to']}")
 
 
 def check_customer_data(data: dict[str, Any]) -> None:

@@ -54,6 +54,7 @@ from jinja2.sandbox import (UNSAFE_ASYNC_GENERATOR_ATTRIBUTES, UNSAFE_COROUTINE_
                             UNSAFE_GENERATOR_ATTRIBUTES, ImmutableSandboxedEnvironment, _mutable_spec)
 from jinja2.utils import Namespace, _PassArg, generate_lorem_ipsum
 
+from streams.core.eta import Window, parse_eta
 from streams.core.segments import SmsSegments, count_segments
 from streams.errors import TemplateBudgetExceeded, TemplateError
 
@@ -182,6 +183,33 @@ date_filter = _date_filter("EEEE d MMMM", "EEEE d MMMM")  # dinsdag 25 november
 time_filter = _date_filter("HH:mm", None)  # 14:00
 weekday_time_filter = _date_filter("EEEE HH:mm", None)  # dinsdag 14:00
 
+# How a window is said, by language; other languages get the English words.
+_BETWEEN = {"nl": ("tussen", "en"), "en": ("between", "and")}
+
+
+@jinja2.pass_context
+def eta_filter(ctx, value: Any) -> str:
+    """An ETA as carriers give it, in the customer's locale and zone (see streams.core.eta).
+
+    A date or a timestamp: the day, as the ``date`` filter says it ("woensdag 3 december"); a window
+    on one day: "woensdag 3 december tussen 14:00 en 16:00"; over two days both ends in full.
+    """
+    value = _defined(value)
+    if not isinstance(value, dict):
+        return date_filter(ctx, value)  # exactly as before ETAs could be windows
+    eta = parse_eta(value)
+    if not isinstance(eta, Window):
+        raise ValueError(f"not an ETA: {value!r}")
+    tz, locale = ctx.get("tz"), babel_locale(ctx.get("locale"))
+    start, end = _moment(eta.start, tz), _moment(eta.end, tz)
+    between, conjunction = _BETWEEN.get(locale.language, _BETWEEN["en"])
+    if start.date() == end.date():
+        day = format_date(start, "EEEE d MMMM", locale=locale)
+        first, last = (format_datetime(m, "HH:mm", locale=locale) for m in (start, end))
+        return _plain(f"{day} {between} {first} {conjunction} {last}")
+    first, last = (format_datetime(m, "EEEE d MMMM HH:mm", locale=locale) for m in (start, end))
+    return _plain(f"{between} {first} {conjunction} {last}")
+
 
 def first_name_filter(name: Any) -> str:
     """First word of a full name; "" for an empty name."""
@@ -203,6 +231,7 @@ FILTERS = {
     "date": date_filter,
     "time": time_filter,
     "weekday_time": weekday_time_filter,
+    "eta": eta_filter,
     "first_name": first_name_filter,
     "areas": areas_filter,
 }
