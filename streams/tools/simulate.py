@@ -22,6 +22,10 @@ from streams.core.clock import EventClock
 from streams.core.config import CoreConfig
 from streams.core.decider import Decider, Notification
 from streams.core.directory import CustomerDirectory
+from streams.core.outcomes import Suppression
+from streams.core.policy import Budget
+from streams.core.restraint import BUDGET_DETAIL
+from streams.core.rules import Rule, RuleSet
 from streams.tools.customer_files import read_customer_rows, upsert_event
 from streams.errors import EventError
 from streams.core.events import BOUNDS, parse_event
@@ -40,6 +44,26 @@ class RuleTally:
         return max(self.per_customer.values(), default=0)
 
 
+@dataclass(frozen=True, order=True)
+class Band:
+    """Rules of one priority, essential ones apart (the budget counts them but never holds them back)."""
+
+    priority: int
+    essential: bool
+
+    @classmethod
+    def of(cls, rule: Rule) -> "Band":
+        return cls(rule.priority, rule.essential)
+
+
+@dataclass
+class BandTally:
+    """What one band took of the contact budget, and how often the budget held it back."""
+
+    contacts: int = 0  # a message on two channels is one contact
+    held_by_budget: int = 0
+
+
 @dataclass
 class SimulationReport:
     events: int = 0
@@ -49,6 +73,33 @@ class SimulationReport:
     per_customer: Counter = field(default_factory=Counter)
     finished_at: datetime | None = None
     contacts: dict[str, dict[tuple, bool]] = field(default_factory=lambda: defaultdict(dict))
+    by_band: dict[Band, BandTally] = field(default_factory=lambda: defaultdict(BandTally))
+
+    def count_contact(self, customer_id: str, contact: tuple, rule: Rule) -> None:
+        """One message; its other channels are the same contact."""
+        if contact not in self.contacts[customer_id]:
+            self.by_band[Band.of(rule)].contacts += 1
+        self.contacts[customer_id][contact] = rule.essential
+
+    def count_suppression(self, suppression: Suppression, rules: RuleSet) -> None:
+        """Only the budget's own: a rule cap gives the same reason with another detail."""
+        if suppression.reason == "cap_exceeded" and (suppression.detail or "").startswith(BUDGET_DETAIL):
+            self.by_band[Band.of(rules.get(suppression.rule))].held_by_budget += 1
+
+    def budget_use(self, budget: Budget) -> list[str]:
+        """One line per band, highest priority first: its contacts, and what the budget held back."""
+        lines = []
+        for band, tally in sorted(self.by_band.items(), reverse=True):
+            allowance = budget.allowance(band.priority)
+            if band.essential:
+                share = "essential, never held back"
+            elif allowance < budget.count:
+                share = f"up to {allowance} of {budget.count}, the rest reserved"
+            else:
+                share = f"may use all {budget.count}"
+            lines.append(f"priority {band.priority} ({share}): {tally.contacts} contacts, "
+                         f"{tally.held_by_budget} held back by the budget")
+        return lines
 
     def most_contacts(self, window: timedelta, essential: bool = True) -> int:
         """The most contacts one customer had in any window (a message on two channels is one contact)."""
@@ -92,10 +143,11 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
                 tally.per_customer[outcome.customer_id] += 1
                 report.per_customer[outcome.customer_id] += 1
                 contact = (datetime.fromisoformat(outcome.created_at), f"{outcome.rule}|{outcome.key}")
-                report.contacts[outcome.customer_id][contact] = config.rules.get(outcome.rule).essential
+                report.count_contact(outcome.customer_id, contact, config.rules.get(outcome.rule))
                 outputs.write("notifications", outcome.to_dict())
             else:
                 tally.suppressed[outcome.reason] += 1
+                report.count_suppression(outcome, config.rules)
                 outputs.write("suppressed", outcome.to_dict())
 
     try:

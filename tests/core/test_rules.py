@@ -127,7 +127,16 @@ def test_tier_overrides(tmp_path, renderer, schemas):
 
 
 def with_budget(budget: str) -> str:
-    return GOOD.replace("version: 1\n", f"version: 1\ndefaults:\n  budget: {budget}\n")
+    return f"""\
+version: 1
+defaults:
+  budget: {budget}
+rules:
+  - id: order-delayed
+    on: order.delayed
+    channels: [sms, email]
+    template: order_delayed
+"""
 
 
 def test_a_budget_reserve_is_read_from_the_defaults(tmp_path, renderer, schemas):
