@@ -16,7 +16,9 @@ made from the environment, once, when it is first asked for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from functools import lru_cache
 
 import faust
@@ -30,6 +32,9 @@ from streams.kafka import faust_fixes
 from streams.kafka.catch_up import CatchUp
 from streams.kafka.security import broker_credentials
 from streams.settings import Settings
+
+
+log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App:
@@ -71,6 +76,25 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
     return app
 
 
+def log_tasks() -> None:
+    """``kill -USR1 <worker>``: where every task of the worker waits now, in its log (for a worker that hangs)."""
+    for task in asyncio.all_tasks():
+        log.warning("task %s: %s", task.get_name(), " -> ".join(_awaiting(task.get_coro())) or "running")
+
+
+def _awaiting(awaitable) -> list[str]:
+    """The chain of coroutines and generators ``awaitable`` waits through, outermost first."""
+    chain = []
+    while awaitable is not None and len(chain) < 30:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None) \
+            or getattr(awaitable, "ag_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None) \
+            or getattr(awaitable, "ag_await", None)
+    return chain
+
+
 def bootstrap_list(settings: Settings) -> list[str]:
     return (settings.bootstrap_servers or "localhost:9092").split(",")
 
@@ -88,6 +112,7 @@ def _observe(app: faust.App, settings: Settings) -> None:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
         privacy.install()
         metrics.serve(settings.metrics_port, settings.metrics_address)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
 
     @app.timer(interval=5.0)
     async def read_stalled_partitions_again() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -119,12 +120,17 @@ def fate(bootstrap: str, settings, phones: set[str]) -> dict[str, list[str]]:
     return said
 
 
-def explain(broker, pipeline: "Pipeline", imitation) -> None:
-    """Print, for the captured output of a failed test, what became of each SMS never taken."""
+def explain(broker, pipeline: "Pipeline", imitation, worker=None) -> None:
+    """Print, for the captured output of a failed test, what became of each SMS never taken,
+    and where each of the worker's tasks waits (``streams.worker.log_tasks``)."""
     lost = pipeline.expected.sms - {a.to for a in imitation.accepted_by(TWILIO)}
-    for phone, said in fate(broker.bootstrap, pipeline.settings, lost).items():
+    for phone, said in list(fate(broker.bootstrap, pipeline.settings, lost).items())[:20]:
         print(f"LOST {phone}:", *said, sep="\n  ")
     print("IMITATION", imitation.summary())
+    if worker is not None and worker.running:
+        os.kill(worker.process.pid, signal.SIGUSR1)
+        time.sleep(1)
+        print("TASKS", *[line for line in worker.log().splitlines() if "task " in line][-40:], sep="\n  ")
 
 
 def wait_until(check, timeout: float, step: float = 0.5) -> bool:
@@ -225,7 +231,7 @@ def test_sigkill_during_a_fanout_and_carts_loses_and_doubles_nothing(broker, set
         report("sigkill", seed=seed, recipients=size.recipients, carts=size.carts, kills=len(kills),
                accepted_at_kills=kills, seconds=round(time.monotonic() - started, 1), **figures)
         if not finished:
-            explain(broker, pipeline, fake)
+            explain(broker, pipeline, fake, worker)
         assert finished, (figures, worker.log()[-3000:])
         assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
                            "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}, seed
@@ -257,7 +263,7 @@ def test_two_workers_one_killed_and_rejoining_lose_and_double_nothing(broker, se
         report("rebalance", recipients=size.recipients, carts=size.carts, killed_at=killed_at,
                rejoined_at=rejoined_at, seconds=round(time.monotonic() - started, 1), **figures)
         if not finished:
-            explain(broker, pipeline, fake)
+            explain(broker, pipeline, fake, worker)
         assert finished, (figures, first.log()[-3000:])
         assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
                            "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}
