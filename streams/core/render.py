@@ -54,7 +54,7 @@ from jinja2.sandbox import (UNSAFE_ASYNC_GENERATOR_ATTRIBUTES, UNSAFE_COROUTINE_
                             UNSAFE_GENERATOR_ATTRIBUTES, ImmutableSandboxedEnvironment, _mutable_spec)
 from jinja2.utils import Namespace, _PassArg, generate_lorem_ipsum
 
-from streams.core.eta import Window, parse_eta
+from streams.core.eta import Window, eta_start, parse_eta
 from streams.core.segments import SmsSegments, count_segments
 from streams.errors import TemplateBudgetExceeded, TemplateError
 
@@ -211,6 +211,17 @@ def eta_filter(ctx, value: Any) -> str:
     return _plain(f"{between} {first} {conjunction} {last}")
 
 
+@jinja2.pass_context
+def eta_start_filter(ctx, value: Any) -> _datetime:
+    """When an ETA of any form starts, for conditions: ``event.data.new_eta|eta_start > event.data.old_eta|eta_start``.
+
+    A window by its ``from``; a date by its start of day in the customer's zone (UTC if it has none).
+    """
+    customer = ctx.get("customer")
+    name = ctx.get("tz") or (customer.get("timezone") if isinstance(customer, dict) else None)
+    return eta_start(_defined(value), zone(name) if name else None)
+
+
 def first_name_filter(name: Any) -> str:
     """First word of a full name; "" for an empty name."""
     words = str(_defined(name) or "").split()
@@ -232,6 +243,7 @@ FILTERS = {
     "time": time_filter,
     "weekday_time": weekday_time_filter,
     "eta": eta_filter,
+    "eta_start": eta_start_filter,
     "first_name": first_name_filter,
     "areas": areas_filter,
 }

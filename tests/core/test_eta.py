@@ -180,3 +180,15 @@ def test_order_shipped_templates_say_a_window_eta(renderer, locale):
     said = "woensdag 3 december tussen 14:00 en 16:00" if locale == "nl" else "Wednesday 3 December between 14:00 and 16:00"
     for channel in ("sms", "email"):
         assert said in renderer.render(channel, locale, "order_shipped", event=event, customer=customer(locale)).body
+
+
+@pytest.mark.parametrize(("new_eta", "later"), [
+    (WINDOW, True),  # from 14:00 Amsterdam, after 13:00 Amsterdam
+    ("2025-12-03T11:59:00Z", False),  # 12:59 in Amsterdam
+    ("2025-12-04", True),
+    ("2025-12-03", False),  # starts at midnight in the customer's zone
+], ids=repr)
+def test_a_condition_compares_etas_of_any_form_by_when_they_start(renderer, new_eta, later):
+    condition = renderer.compile_expression("event.data.new_eta|eta_start > event.data.old_eta|eta_start")
+    event = parse_event(orjson.dumps(delayed(new_eta, old_eta="2025-12-03T13:00:00+01:00")))
+    assert condition(event=event, customer=customer("nl")) is later
