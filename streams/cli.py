@@ -286,6 +286,8 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
         console.print(f"contact budget: {budget.count} per {format_duration(budget.per)}; most contacts to one customer in any such "
                       f"window: {report.most_contacts(budget.per, essential=False)} without and "
                       f"{report.most_contacts(budget.per)} with essential (outage) messages, which the budget never holds back")
+        for line in report.budget_use(budget):
+            console.print(line)
     console.print(f"most messages to one customer, all rules and channels: {max(report.per_customer.values(), default=0)}")
     console.print(f"written to {out}/notifications.jsonl, suppressed.jsonl, rejected.jsonl")
 

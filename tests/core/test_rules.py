@@ -16,7 +16,7 @@ version: 1
 rules:
   - id: order-delayed
     on: order.delayed
-    when: "event.data.new_eta > event.data.old_eta"
+    when: "event.data.new_eta|eta_start > event.data.old_eta|eta_start"
     channels: [sms, email]
     template: order_delayed
 """
@@ -89,7 +89,7 @@ def test_duplicate_ids_and_duplicate_yaml_keys(tmp_path, renderer, schemas):
 
 
 def test_wrong_customer_field_in_condition(tmp_path, renderer, schemas):
-    text = GOOD.replace("event.data.new_eta > event.data.old_eta", "customer.tiers == 'premium'")
+    text = GOOD.replace("event.data.new_eta|eta_start > event.data.old_eta|eta_start", "customer.tiers == 'premium'")
     _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
     assert problems == [(5, "rule 'order-delayed': condition uses customer.tiers: no field 'tiers' "
                             "(known: consents, critical, email, id, locale, name, node_id, phone, postcode, tier, timezone)")]
