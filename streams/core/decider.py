@@ -36,6 +36,7 @@ from streams.core.state import Contact, CustomerState, Fallback, Pending, Told, 
 from streams.errors import TemplateError
 
 log = logging.getLogger(__name__)
+ANY_KEY = "*"  # a cancellation that matches the customer, whatever the rule's key
 
 __all__ = ["ADDRESS_FIELD", "Decider", "Decision", "Notification", "Suppression", "notification_id", "reachable"]
 
@@ -262,7 +263,8 @@ class Decider:
                 return
         stored = self._load(customer["id"])
         state = stored or CustomerState()
-        cancelled_at = state.cancels.get(f"{rule.id}|{trigger.key}")
+        cancelled_at = max((at for at in (state.cancels.get(f"{rule.id}|{trigger.key}"),
+                                          state.cancels.get(f"{rule.id}|{ANY_KEY}")) if at), key=_at, default=None)
         if cancelled_at and _at(cancelled_at) >= event_time(event):
             yield Suppression(rule.id, customer["id"], "cancelled", event["id"], stamp, key=trigger.key,
                               detail="a cancelling event came first (out of order)")
@@ -338,21 +340,23 @@ class Decider:
             customer = self.directory.get(event.get("customer_id"))
             customers = iter((customer,)) if customer else iter(())
         # An outage's own state remembers that it is over; customer events leave a marker so that
-        # a trigger arriving after its cancellation (out of order) is cancelled too.
-        remember = match == "key" and not event["type"].startswith("outage.")
+        # a trigger read after its cancellation, though it happened before it, is cancelled too.
+        remember = not event["type"].startswith("outage.")
+        cancelled_at = event_time(event)
         for customer in customers:
             state = self._load(customer["id"])
             if state is None and not remember:
                 continue
             state = state or CustomerState()
             if remember:
-                state.cancels[f"{rule.id}|{key}"] = event["occurred_at"]
+                state.cancels[f"{rule.id}|{key if match == 'key' else ANY_KEY}"] = event["occurred_at"]
             elif not state.pending:
                 continue
             for pending_id, entry in list(state.pending.items()):
-                # In event time a cancellation from after the due time comes too late to cancel.
+                # Event time decides: a cancellation from after the due time comes too late, and one
+                # from before the trigger (read late) is older news that the trigger has overtaken.
                 if entry.rule == rule.id and (match == "customer" or entry.key == key) \
-                        and _at(entry.due) > event_time(event):
+                        and _at(entry.due) > cancelled_at >= event_time(entry.event):
                     del state.pending[pending_id]
                     self.due.cancel(customer["id"], pending_id)
                     yield Suppression(rule.id, customer["id"], "cancelled", entry.event["id"], stamp,

@@ -248,3 +248,37 @@ def test_outage_fallback_email_names_the_areas_the_state_did_not_copy(renderer, 
               "reason": "21614 landline", "fallback": ["email"]}
     (email,) = list(decider.fall_back(record, NOW))
     assert email.channel == "email" and "1012" in email.body and "3511" in email.body
+
+
+def cart_updated(at: datetime, event_id="c1"):
+    return {"id": event_id, "type": "cart.updated", "occurred_at": at.isoformat(), "customer_id": "C1",
+            "data": {"cart_id": "CART-1", "items": [{"sku": "A1", "name": "Router", "qty": 1, "unit_price": 99.0}],
+                     "total": 99.0, "currency": "EUR", "checkout_url": "https://shop.example.nl/checkout/CART-1"}}
+
+
+def order_placed(at: datetime, event_id="p1"):
+    return {"id": event_id, "type": "order.placed", "occurred_at": at.isoformat(), "customer_id": "C1",
+            "data": {"order_id": "ORD-9", "items": [{"sku": "A1", "name": "Router", "qty": 1, "unit_price": 99.0}],
+                     "total": 99.0, "currency": "EUR"}}
+
+
+def checked_out(at: datetime, event_id="k1"):
+    return {"id": event_id, "type": "cart.checked_out", "occurred_at": at.isoformat(), "customer_id": "C1",
+            "data": {"cart_id": "CART-1", "order_id": "ORD-9"}}
+
+
+def test_an_order_that_happened_after_the_cart_cancels_the_reminder_though_it_is_read_first(decider):
+    decider.directory.upsert(customer("C1"))
+    list(decider.handle(order_placed(NOW), NOW))
+    sent, suppressed = run(decider, cart_updated(NOW - timedelta(minutes=10)))
+    assert [n for n in sent if n.rule == "cart-reminder"] == []
+    assert ("cart-reminder", "cancelled") in {(s.rule, s.reason) for s in suppressed}
+
+
+def test_a_cancelling_event_older_than_the_pending_trigger_does_not_cancel_it(decider):
+    decider.directory.upsert(customer("C1"))
+    assert list(decider.handle(cart_updated(NOW), NOW)) == []  # held for an hour
+    for late_news in (checked_out(NOW - timedelta(minutes=5)), order_placed(NOW - timedelta(minutes=5))):
+        assert [s for s in decider.handle(late_news, NOW) if s.reason == "cancelled"] == []
+    sent = [o for o in decider.fire_due(NOW + timedelta(hours=2)) if isinstance(o, Notification)]
+    assert [n.rule for n in sent] == ["cart-reminder"]
