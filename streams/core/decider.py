@@ -32,7 +32,7 @@ from streams.core.render import Rendered, Renderer
 from streams.core.restraint import ADDRESS_FIELD, Attempt, Defer, Trigger as _Trigger, reachable
 from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex
-from streams.core.state import Contact, CustomerState, Fallback, Pending, Told, decode_state, encode_state
+from streams.core.state import Contact, CustomerState, Fact, Fallback, Pending, Told, decode_state, encode_state
 from streams.errors import TemplateError
 
 log = logging.getLogger(__name__)
@@ -440,6 +440,8 @@ class Decider:
         state, event = a.state, a.event
         state.sent.append(Contact(a.stamp, a.rule.id))
         state.last[a.pending_id] = a.stamp
+        if a.fact:  # so that the same fact under a new event id is known for a duplicate
+            state.facts[a.fact] = Fact(event_time(event).isoformat(), event["id"])
         if a.outage_id and event["type"] == "outage.resolved":
             state.outages.pop(a.outage_id, None)
         elif a.outage_id:
@@ -549,3 +551,6 @@ class Decider:
             state.fallbacks = {i: f for i, f in state.fallbacks.items() if _at(f.at) > now - FALLBACK_KEEP}
         if state.last:
             state.last = {k: at for k, at in state.last.items() if _at(at) > keep_from}
+        if state.facts:
+            fact_from = now - self.rules.dedupe_window
+            state.facts = {f: fact for f, fact in state.facts.items() if _at(fact.at) > fact_from}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,3 +63,9 @@ def notification_id(rule: str, key: str, customer_id: str, channel: str, occurre
     """Deterministic, so that a re-delivered event yields the same id and can be recognised."""
     digest = hashlib.sha256(f"{rule}\x1f{key}\x1f{customer_id}\x1f{channel}\x1f{occurrence}".encode())
     return digest.hexdigest()[:32]
+
+
+def fact_fingerprint(rule: str, key: str, values: list[Any]) -> str:
+    """A short hash of what a message says: the same fact from a new event id hashes the same."""
+    shown = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(f"{rule}\x1f{key}\x1f{shown}".encode()).hexdigest()[:16]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from streams.core.clock import event_time
 from streams.core.directory import Customer
 from streams.core.outcomes import Suppression, notification_id
 from streams.core.policy import Budget
@@ -87,6 +88,7 @@ class Attempt:
     chosen: list[str] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)  # notification id by chosen channel
     changed: bool = False  # a step changed the state: store it even though nothing is sent
+    fact: str | None = None  # the fingerprint of the fact the message tells, recorded once it is sent
     _sent_at: list[tuple[datetime, str]] | None = None
 
     @property
@@ -177,7 +179,21 @@ def duplicate(a: Attempt) -> Verdict | None:
     trigger, customer_id = a.trigger, a.customer["id"]
     a.ids = {c: notification_id(a.rule.id, trigger.key, customer_id, c, trigger.occurrence) for c in a.chosen}
     seen = [i for i in a.ids.values() if i in a.state.sent_ids]
-    return a.suppressed("duplicate", "already sent: " + ", ".join(seen)) if seen else None
+    return a.suppressed("duplicate", "already sent: " + ", ".join(seen)) if seen else _same_fact(a)
+
+
+def _same_fact(a: Attempt) -> Verdict | None:
+    """Nor is the same fact under a new event id (republished, re-sent): that is not news.
+
+    Customer rules only (``Rule.fact_of``); a fallback is the same message again, so it is not checked.
+    """
+    if a.trigger.fallback_from:
+        return None
+    a.fact = a.rule.fact_of(a.event, a.trigger.key)
+    earlier = a.state.facts.get(a.fact) if a.fact else None
+    if earlier is None or abs(event_time(a.event) - _at(earlier.at)) >= a.rule.dedupe_window:
+        return None
+    return a.suppressed("duplicate", f"same fact as event {earlier.event_id} of {earlier.at}, already sent")
 
 
 def min_interval(a: Attempt) -> Verdict | None:

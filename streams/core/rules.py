@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from datetime import time, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from jsonschema.exceptions import best_match
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from streams.core.outcomes import fact_fingerprint
 from streams.core.policy import Budget, Cap, QuietHours, parse_duration
 from streams.core.render import CHANNEL_PARTS, Renderer
 from streams.errors import RulesError, RulesInvalid, TemplateError
@@ -50,6 +51,7 @@ SAMPLE_TEXT = 1_000  # characters of a free-text field with no maxLength, in the
 # Free text for the largest samples: words, and what escaping and SMS encoding must handle.
 FILLER = "Anne-Marie van 't Hoff & Zn. <b>ijs</b> € 12,50 éè "
 Trial = tuple[str, dict[str, Any], dict[str, Any]]  # (which sample, event, customer)
+DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Rule:
     cap: Cap | None = None
     min_change: timedelta | None = None
     min_interval: timedelta | None = None
+    # Event fields whose values, with the key, make the fact a message tells; None: no fact dedupe.
+    dedupe: tuple[str, ...] | None = None
+    dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW
 
     @property
     def holds(self) -> bool:
@@ -130,6 +135,23 @@ class Rule:
             value = value.get(part) if isinstance(value, dict) else None
         return str(value) if value is not None else event["id"]
 
+    def fact_of(self, event: dict[str, Any], key: str) -> str | None:
+        """The fingerprint of the fact a message about ``event`` tells, or None if this rule does not dedupe.
+
+        Only customer-audience rules dedupe on facts: outage rules keep what each
+        customer was told in their own told-state (see restraint.outage_told).
+        """
+        if self.dedupe is None or self.audience != "customer":
+            return None
+        return fact_fingerprint(self.id, key, [_value_at(event, path) for path in self.dedupe])
+
+
+def _value_at(event: dict[str, Any], path: str) -> Any:
+    value: Any = event
+    for part in path.removeprefix("event.").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
 
 DEFAULT_QUIET_HOURS = QuietHours(time(21, 0), time(8, 0))
 DEFAULT_BUDGET = Budget(3, timedelta(days=7))
@@ -165,6 +187,11 @@ class RuleSet:
         windows = [r.cap.per for r in self.rules if r.cap] + ([self.budget.per] if self.budget else [])
         windows += [r.min_interval for r in self.rules if r.min_interval]
         return max(windows, default=timedelta(days=7))
+
+    @cached_property
+    def dedupe_window(self) -> timedelta:
+        """How long the facts sent must be remembered for every rule's fact dedupe."""
+        return max((r.dedupe_window for r in self.rules if r.dedupe is not None), default=DEFAULT_DEDUPE_WINDOW)
 
     def get(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -296,7 +323,52 @@ class _Checker:
             rule = self._condition(rule, line_of("when"))
             condition_ok = len(self.problems) == before
         self._templates(rule, line_of, self._trials(rule, line_of("when")) if condition_ok else [])
-        return rule
+        return self._dedupe(rule, raw, defaults, line_of)
+
+    def _dedupe(self, rule: Rule, raw: Any, defaults: dict[str, Any], line_of: Callable[[str], int]) -> Rule:
+        """The rule with its dedupe paths: ``dedupe:`` as written (checked), else what its templates show."""
+        window = raw.get("dedupe_window", defaults.get("dedupe_window"))
+        spec = raw.get("dedupe")
+        if rule.audience != "customer":
+            if spec is not None:
+                self.problem(f"rule '{rule.id}': dedupe is for customer rules; outage rules remember "
+                             "what each customer was told", line_of("dedupe"))
+            return rule
+        if spec is False:
+            paths = None
+        elif spec is not None:
+            paths = tuple(spec)
+            for index, path in enumerate(paths):
+                self._dedupe_path_problems(rule, path, raw["dedupe"].lc.item(index)[0] + 1)
+        else:
+            paths = self._shown_paths(rule)
+        return replace(rule, dedupe=paths,
+                       dedupe_window=parse_duration(window) if window else DEFAULT_DEDUPE_WINDOW)
+
+    def _dedupe_path_problems(self, rule: Rule, path: str, line: int) -> None:
+        steps: list[tuple[str, str | int]] = [("item", part) for part in path.removeprefix("event.").split(".")]
+        for event_type in rule.events:
+            error = self._resolve(f"events/{event_type}.json", steps)
+            if error:
+                self.problem(f"rule '{rule.id}': dedupe path {path}: {error} in {event_type}", line)
+
+    def _shown_paths(self, rule: Rule) -> tuple[str, ...]:
+        """Every ``event.data…`` path the rule's templates read, on every channel and locale it can use."""
+        found: set[str] = set()
+        for plan in rule.plans():
+            for channel in plan.channels:
+                for locale in LOCALES:
+                    if self.renderer.missing(channel, locale, plan.template):
+                        continue
+                    for part in CHANNEL_PARTS[channel]:
+                        try:
+                            tree = self.renderer.parsed(self.renderer.template_name(channel, locale, plan.template,
+                                                                                    part))
+                        except TemplateSyntaxError:
+                            continue  # reported by _template_fields
+                        found.update(event_data_paths(tree))
+        # A field read whole covers its parts: keep only the outermost reads.
+        return tuple(sorted(p for p in found if not any(p.startswith(f"{q}.") for q in found)))
 
     def _condition(self, rule: Rule, line: int) -> Rule:
         try:
@@ -448,6 +520,65 @@ def field_paths(tree: nodes.Node) -> list[tuple[str, list[tuple[str, str | int]]
         if isinstance(current, nodes.Name) and current.name in ("event", "customer"):
             found.append((current.name, list(reversed(path)), node.lineno))
     return found
+
+
+def event_data_paths(tree: nodes.Node) -> set[str]:
+    """The ``data.…`` paths of the event a template reads, as dotted names (for the fact it tells).
+
+    Follows ``{% set d = event.data %}`` aliases and ``.get("name")``; a path stops at a list
+    index or a dict method, so that what it reads whole stands for it.
+    """
+    aliases: dict[str, list[str]] = {}
+    for assign in tree.find_all(nodes.Assign):
+        if isinstance(assign.target, nodes.Name):
+            path = _event_chain(assign.node, aliases)
+            if path is not None:
+                aliases[assign.target.name] = path
+    inner = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
+    inner |= {id(a.node) for a in tree.find_all(nodes.Assign)}
+    found: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
+        if isinstance(node, nodes.Call):
+            path = _get_call(node, aliases)
+            if path is not None:
+                inner.add(id(node.node))
+        elif id(node) in inner:
+            continue
+        else:
+            path = _event_chain(node, aliases)
+        if path and path[0] == "data":
+            found.add(".".join(path))
+    return found
+
+
+def _get_call(call: nodes.Call, aliases: dict[str, list[str]]) -> list[str] | None:
+    """``x.get("name")`` on an event path, as the path to ``name``."""
+    target = call.node
+    if not (isinstance(target, nodes.Getattr) and target.attr == "get" and call.args
+            and isinstance(call.args[0], nodes.Const) and isinstance(call.args[0].value, str)):
+        return None
+    path = _event_chain(target.node, aliases)
+    return None if path is None else [*path, call.args[0].value]
+
+
+def _event_chain(node: nodes.Node, aliases: dict[str, list[str]]) -> list[str] | None:
+    """The event path ``node`` reads (``event.data.x`` -> ["data", "x"]), or None if it reads no event field."""
+    steps: list[str | None] = []
+    while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            steps.append(None if node.attr in DICT_METHODS else node.attr)
+        else:
+            arg = node.arg
+            steps.append(arg.value if isinstance(arg, nodes.Const) and isinstance(arg.value, str) else None)
+        node = node.node
+    if not isinstance(node, nodes.Name) or (node.name != "event" and node.name not in aliases):
+        return None
+    path = [] if node.name == "event" else list(aliases[node.name])
+    for step in reversed(steps):
+        if step is None:  # an index or a method: what comes before it is read whole
+            break
+        path.append(step)
+    return path
 
 
 def _deref(schema: dict[str, Any], resolver: Resolver) -> tuple[dict[str, Any], Resolver]:

@@ -61,6 +61,13 @@ class Fallback(msgspec.Struct, array_like=True):
     at: str
 
 
+class Fact(msgspec.Struct, array_like=True):
+    """A business fact the customer was sent (by its fingerprint): when, and which event carried it."""
+
+    at: str  # the event time of the trigger that carried it
+    event_id: str
+
+
 class CustomerState(msgspec.Struct, array_like=True):
     pending: dict[str, Pending] = {}  # by "rule|key"
     sent: list[Contact] = []
@@ -69,6 +76,7 @@ class CustomerState(msgspec.Struct, array_like=True):
     outages: dict[str, Told] = {}  # by outage id
     fallbacks: dict[str, Fallback] = {}  # by notification id
     last: dict[str, str] = {}  # "rule|key" -> when last sent, for min_interval
+    facts: dict[str, Fact] = {}  # fingerprint (rule, key, the fields its message shows) -> when sent
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -99,6 +107,7 @@ def from_legacy(record: dict[str, Any]) -> CustomerState:
         outages=told,
         fallbacks={i: msgspec.convert(_fields(Fallback, f), Fallback) for i, f in record.get("fallbacks", {}).items()},
         last=dict(record.get("last", {})),
+        facts={f: Fact(x["at"], x["event_id"]) for f, x in record.get("facts", {}).items()},
     )
 
 
