@@ -282,3 +282,68 @@ def test_a_cancelling_event_older_than_the_pending_trigger_does_not_cancel_it(de
         assert [s for s in decider.handle(late_news, NOW) if s.reason == "cancelled"] == []
     sent = [o for o in decider.fire_due(NOW + timedelta(hours=2)) if isinstance(o, Notification)]
     assert [n.rule for n in sent] == ["cart-reminder"]
+
+
+# -- dedupe on the business fact --------------------------------------------------------------------
+
+def order_shipped(event_id, at=NOW, **data):
+    return {"id": event_id, "type": "order.shipped", "occurred_at": at.isoformat(), "customer_id": "C1",
+            "data": {"order_id": "ORD-1", "carrier": "PostNL", "eta": "2026-11-27",
+                     "tracking_url": "https://tracking.example.nl/ORD-1"} | data}
+
+
+def delayed(event_id, at, new_eta="2026-11-28T12:00:00+01:00"):
+    return {**order_delayed(event_id=event_id), "occurred_at": at.isoformat(),
+            "data": {**order_delayed()["data"], "new_eta": new_eta}}
+
+
+def decided(decider, event, at):
+    """Handle ``event`` at ``at`` and fire what falls due within four hours (order-delayed coalesces 3h)."""
+    outcomes = list(decider.handle(event, at)) + list(decider.fire_due(at + timedelta(hours=4)))
+    return ([o for o in outcomes if isinstance(o, Notification)],
+            [(o.reason, o.detail) for o in outcomes if isinstance(o, Suppression)])
+
+
+def test_the_same_shipment_published_twice_with_new_event_ids_is_one_email(decider):
+    decider.directory.upsert(customer("C1"))
+    first, _ = decided(decider, order_shipped("s1"), NOW)
+    again, suppressed = decided(decider, order_shipped("s2", NOW + timedelta(minutes=5)), NOW + timedelta(minutes=5))
+    assert len(first) == 1 and again == []
+    assert suppressed == [("duplicate", f"same fact as event s1 of {NOW.isoformat()}, already sent")]
+
+
+def test_a_delay_with_the_same_new_date_is_not_news_and_a_new_date_is(decider):
+    decider.directory.upsert(customer("C1"))
+    later, next_day = NOW + timedelta(hours=3, minutes=30), NOW + timedelta(days=1)  # outside quiet hours
+    sent, _ = decided(decider, delayed("d1", NOW), NOW)
+    same, suppressed = decided(decider, delayed("d2", later), later)
+    moved, _ = decided(decider, delayed("d3", next_day, new_eta="2026-11-30"), next_day)
+    assert len(sent) == 1 and same == [] and [r for r, _ in suppressed] == ["duplicate"]
+    assert [n.event_ids for n in moved] == [("d3",)]
+
+
+def test_the_same_fact_after_the_dedupe_window_is_sent_again_and_old_facts_are_pruned(decider):
+    decider.directory.upsert(customer("C1"))
+    decided(decider, order_shipped("s1"), NOW)
+    week_later = NOW + timedelta(days=8)
+    again, suppressed = decided(decider, order_shipped("s2", week_later), week_later)
+    assert len(again) == 1 and suppressed == []
+    facts = decode_state(decider.states["C1"]).facts
+    assert [f.event_id for f in facts.values()] == ["s2"]
+
+
+def test_dedupe_false_sends_the_same_fact_twice(tmp_path, renderer, schemas):
+    rules = write(tmp_path / "rules.yaml", """\
+version: 1
+rules:
+  - id: order-shipped
+    on: order.shipped
+    channels: [email]
+    template: order_shipped
+    dedupe: false
+""")
+    decider = Decider(load_rules(rules, renderer, schemas), renderer, CustomerDirectory())
+    decider.directory.upsert(customer("C1"))
+    first, _ = decided(decider, order_shipped("s1"), NOW)
+    again, _ = decided(decider, order_shipped("s2"), NOW + timedelta(minutes=5))
+    assert len(first) == len(again) == 1

@@ -11,7 +11,7 @@ from streams.core.outcomes import Suppression, notification_id
 from streams.core.policy import Budget, Reserve
 from streams.core.restraint import (STOP, STEPS, Attempt, Defer, Trigger, choose_channels, contact_budget, duplicate,
                                     min_change, min_interval, outage_told, quiet_hours, restrain, rule_cap)
-from streams.core.state import Contact, CustomerState, Told
+from streams.core.state import Contact, CustomerState, Fact, Told
 from streams.settings import Settings
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 13:00 in Amsterdam
@@ -120,6 +120,32 @@ def test_an_occurrence_sent_on_any_channel_is_a_duplicate(rules):
     fresh = attempt(rules, "order-delayed", incoming)
     choose_channels(fresh)
     assert duplicate(fresh) is None and set(fresh.ids) == {"sms"}
+
+
+def test_a_fact_already_sent_within_the_window_is_a_duplicate_whatever_the_event_id(rules):
+    shipped = {**event("order.shipped", order_id="O1", carrier="PostNL"), "id": "e-new"}
+    sent = attempt(rules, "order-shipped", shipped)
+    choose_channels(sent)
+    assert duplicate(sent) is None and sent.fact  # the fingerprint to record once it is sent
+    facts = {sent.fact: Fact((NOON - timedelta(days=6)).isoformat(), "e-old")}
+    again = attempt(rules, "order-shipped", shipped, state=CustomerState(facts=facts))
+    choose_channels(again)
+    verdict = duplicate(again)
+    assert reason(verdict) == "duplicate" and "e-old" in verdict.detail
+    moved = attempt(rules, "order-shipped", {**shipped, "data": {**shipped["data"], "carrier": "DHL"}},
+                    state=CustomerState(facts=facts))
+    choose_channels(moved)
+    assert duplicate(moved) is None  # a new carrier is news
+
+
+def test_a_fallback_and_an_outage_message_are_not_checked_for_facts(rules):
+    shipped = event("order.shipped", order_id="O1")
+    fact = rules.get("order-shipped").fact_of(shipped, "K1")
+    state = CustomerState(facts={fact: Fact(NOON.isoformat(), "e-old")})
+    fallback = attempt(rules, "order-shipped", shipped, state=state, fallback_from="sms", only=("email",))
+    choose_channels(fallback)
+    assert duplicate(fallback) is None
+    assert rules.get("outage-started").fact_of(event("outage.started", outage_id="OUT-1"), "K1") is None
 
 
 # -- time: min_interval, quiet hours ----------------------------------------------------------------

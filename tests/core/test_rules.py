@@ -181,3 +181,43 @@ rules:
     assert ruleset is None
     assert [line for line, message in problems if wanted in message] == [6], problems
     assert all("budget" in message for _, message in problems), problems
+
+
+# -- dedupe -------------------------------------------------------------------------------------------
+
+def test_a_rule_dedupes_by_default_on_the_event_fields_its_templates_show(tmp_path, renderer, schemas):
+    ruleset, problems, _ = problems_for(tmp_path, GOOD, renderer, schemas)
+    assert problems == []
+    rule = ruleset.get("order-delayed")
+    # The templates alias event.data as d and read d.get("reason"): both are followed.
+    assert rule.dedupe == ("data.new_eta", "data.old_eta", "data.order_id", "data.reason")
+    assert rule.dedupe_window.days == 7
+
+
+def test_dedupe_paths_and_window_are_read_from_the_rule_and_the_defaults(tmp_path, renderer, schemas):
+    text = GOOD.replace("rules:\n", "defaults:\n  dedupe_window: 2d\nrules:\n") + (
+        "    dedupe: [data.order_id, data.new_eta]\n"
+        "  - id: shipped\n    on: order.shipped\n    channels: [email]\n    template: order_shipped\n"
+        "    dedupe: false\n")
+    ruleset, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    assert problems == []
+    delayed = ruleset.get("order-delayed")
+    assert delayed.dedupe == ("data.order_id", "data.new_eta") and delayed.dedupe_window.days == 2
+    assert ruleset.get("shipped").dedupe is None
+
+
+def test_a_dedupe_path_the_event_does_not_have_is_refused_with_its_line(tmp_path, renderer, schemas):
+    text = GOOD + "    dedupe:\n      - data.order_id\n      - data.new_date\n"
+    _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    assert len(problems) == 1
+    line, message = problems[0]
+    assert line == 10 and "dedupe path data.new_date: no field 'new_date'" in message and "order.delayed" in message
+
+
+def test_dedupe_on_an_outage_rule_and_a_bad_window_are_refused(tmp_path, renderer, schemas):
+    outage = ("version: 1\nrules:\n  - id: outage-started\n    on: outage.started\n    channels: [sms]\n"
+              "    template: outage_started\n    dedupe: [data.outage_id]\n")
+    _, problems, _ = problems_for(tmp_path, outage, renderer, schemas)
+    assert [(line, "dedupe is for customer rules" in m) for line, m in problems] == [(7, True)]
+    _, problems, _ = problems_for(tmp_path, GOOD + "    dedupe_window: soon\n", renderer, schemas)
+    assert [line for line, _ in problems] == [8]
