@@ -347,3 +347,13 @@ rules:
     first, _ = decided(decider, order_shipped("s1"), NOW)
     again, _ = decided(decider, order_shipped("s2"), NOW + timedelta(minutes=5))
     assert len(first) == len(again) == 1
+
+
+def test_a_delay_sent_again_with_the_same_new_date_is_not_news_even_with_another_reason(decider):
+    decider.directory.upsert(customer("C1"))
+    first, _ = run(decider, order_delayed(event_id="d1"), settle=timedelta(hours=4))  # coalesced for 3 h
+    again = {**order_delayed(event_id="d2"), "occurred_at": "2026-11-25T20:00:00+01:00"}
+    again["data"] = {**again["data"], "reason": "Drukte", "old_eta": "2026-11-27T12:00:00+01:00"}
+    sent, suppressed = run(decider, again, settle=timedelta(hours=12))
+    assert first and sent == []
+    assert "duplicate" in {s.reason for s in suppressed}
