@@ -6,6 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_CONSUMED = Counter("forewarn_events_consumed_total", "Events read from a source topic", ["topic"])
 EVENTS_DEADLETTERED = Counter("forewarn_events_deadlettered_total", "Events refused to the dead-letter topic", ["topic"])
+INPUT_LAG = Gauge("forewarn_input_lag_seconds",
+                  "How long before now the broker took the last record a hop read from each input partition",
+                  ["hop", "topic", "partition"])
 HOP_FAILURES = Counter("forewarn_hop_failures_total",
                        "Records a hop failed on unexpectedly and dead-lettered instead", ["hop"])
 NOTIFICATIONS = Counter("forewarn_notifications_total", "Notifications decided", ["rule", "channel"])

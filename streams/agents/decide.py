@@ -21,6 +21,7 @@ import orjson
 
 from streams import gc_tuning
 from streams.agents.contain import Containment, Poison
+from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
 from streams.core.clock import Clock, EventClock, WallClock
 from streams.core.config import CoreConfig
@@ -74,6 +75,7 @@ class Decide:
                 if not self.catch_up.open:
                     self.catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
             await self.sends.settle()
+        observe_lag("decide", events)
 
     def _contained(self, event) -> Containment:
         return self.due_containment if event.message.topic == self.settings.topics.due else self.containment

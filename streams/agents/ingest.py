@@ -13,6 +13,7 @@ import faust
 import orjson
 
 from streams.agents.contain import Containment, Poison
+from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
 from streams.core.directory import owner_partition
 from streams.core.events import check_not_ahead, deadletter_record, parse_event
@@ -48,6 +49,7 @@ class Ingest:
         for event in events:
             await self.containment.run(event, self.route)
         await self.sends.end_batch()
+        observe_lag("ingest", events)
         if not self.catch_up.open:
             for event in events:
                 self.catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
