@@ -56,6 +56,8 @@ def install(logger: logging.Logger | None = None) -> None:
 
 
 # Their debug output holds the raw bytes of the records they fetch and send: names, numbers, addresses.
+# In the worker kafka-python only serves the end-offset checks, which log their own failures; its
+# transport logs a traceback for every dropped connection it then retries.
 RAW_RECORD_LOGGERS = {"kafka": "CRITICAL", "aiokafka": "INFO"}
 
 
@@ -81,9 +83,3 @@ def logging_config() -> dict[str, Any]:
     return {"merge": True, "version": 1, "formatters": formatters,
             "loggers": {name: {"level": level} for name, level in RAW_RECORD_LOGGERS.items()}}
 
-
-def quiet_raw_records() -> None:
-    """Before faust is involved (the tools, the CLI): the same loggers as quiet."""
-    for name, level in RAW_RECORD_LOGGERS.items():
-        logger = logging.getLogger(name)
-        logger.setLevel(max(logger.level, logging.getLevelName(level)))

@@ -107,9 +107,6 @@ def _observe(app: faust.App, settings: Settings) -> None:
         level = max(logging.INFO, logging.getLevelName(settings.log_level.upper()))
         for name in ("", "aiokafka", "faust", "mode"):
             logging.getLogger(name).setLevel(level)
-        # In the worker kafka-python only serves the end-offset checks, which log their own
-        # failures; its transport logs a traceback for every dropped connection it then retries.
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
         privacy.install()
         metrics.serve(settings.metrics_port, settings.metrics_address)
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)

@@ -63,16 +63,17 @@ class Containment:
             self.poison.check(self.hop, event.value)
             await handler(event)
         except Exception as exc:  # noqa: BLE001  whatever it was, it ends as a record, and the hop goes on
-            await self.dead(event, f"{type(exc).__name__}: {exc}")
+            message = event.message
+            HOP_FAILURES.labels(self.hop).inc()
+            log.error("%s: record %s/%d/%d went to the dead-letter topic: %s", self.hop, message.topic,
+                      message.partition, message.offset, type(exc).__name__)
+            await self.dead(event, f"{self.hop}: {type(exc).__name__}: {exc}")
             return False
         return True
 
     async def dead(self, event, reason: str) -> None:
-        """Put ``event`` on the dead-letter topic and wait until Kafka has it."""
+        """Put ``event`` on the dead-letter topic, naming this hop, and wait until Kafka has it."""
         message = event.message
-        HOP_FAILURES.labels(self.hop).inc()
-        log.error("%s: record %s/%d/%d went to the dead-letter topic: %s", self.hop, message.topic,
-                  message.partition, message.offset, reason.partition(":")[0])
         record = deadletter_record(topic=message.topic, partition=message.partition, offset=message.offset,
-                                   key=message.key, value=event.value, reason=f"{self.hop}: {reason}", hop=self.hop)
+                                   key=message.key, value=event.value, reason=reason, hop=self.hop)
         await self.sends.send_acknowledged(self.deadletter_topic, message.key, orjson.dumps(record))

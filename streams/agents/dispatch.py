@@ -46,7 +46,6 @@ from streams.channels.courier import Courier, DeliveryOutcome
 from streams.channels.ledger import DONE, SENDING, Mark, SendLedger
 from streams.channels.registry import channels_for
 from streams.core.directory import owner_partition
-from streams.core.events import deadletter_record
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
@@ -109,12 +108,6 @@ class GuardedSends:
         NOT_SENT_AGAIN.labels(notification["channel"]).inc()
         log.debug("notification %s was sent before (%s); not sent again", notification["id"], mark.status)
         return True
-
-    async def dead(self, event, reason: str) -> None:
-        record = deadletter_record(topic=event.message.topic, partition=event.message.partition,
-                                   offset=event.message.offset, key=event.message.key, value=event.value,
-                                   reason=reason)
-        await self.sends.send(self.pipeline.deadletter, event.message.key, orjson.dumps(record))
 
     async def window(self, items: list[Item], settled: Settled) -> None:
         """Send ``items``; ``settled`` is called for each outcome before its mark says done."""
@@ -196,7 +189,8 @@ class Dispatch:
         guarded = self.first
         notification = parse(event, self.courier.channels)
         if notification is None:
-            await guarded.dead(event, "not a notification (JSON object with id, channel, to, customer_id, rule)")
+            await self.containment.dead(event, "not a notification (JSON object with id, channel, to, customer_id, "
+                                                "rule)")
         elif notification["id"] not in taken:
             mark = guarded.ledger.get(notification["id"])
             if not guarded.sent_before(notification, mark):
@@ -244,7 +238,7 @@ class Dispatch:
             since = datetime.fromisoformat(entry["since"]) if entry.get("since") else None
             moment = float(entry.get("retry_at", 0))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            await guarded.dead(event, "not a parked notification")
+            await self.retry_containment.dead(event, "not a parked notification")
             return
         if notification_id in taken:
             return
@@ -264,7 +258,7 @@ class Dispatch:
         if waited < self.park_for:
             await self._park_on(self.retry.sends, item, outcome)
         else:
-            await self.retry.dead(item.event, f"undeliverable for {waited:.0f} s: {outcome.parked}")
+            await self.retry_containment.dead(item.event, f"undeliverable for {waited:.0f} s: {outcome.parked}")
 
 
 def register(app: faust.App, pipeline: Pipeline, poison: Poison | None = None) -> Dispatch:

@@ -16,7 +16,7 @@ from streams.agents.contain import Containment, Poison
 from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
 from streams.core.directory import owner_partition
-from streams.core.events import check_not_ahead, deadletter_record, parse_event
+from streams.core.events import deadletter_record, parse_event
 from streams.errors import EventError
 from streams.kafka.catch_up import CatchUp
 from streams.kafka.fail_stop import FailStop
@@ -58,9 +58,8 @@ class Ingest:
         message = event.message
         EVENTS_CONSUMED.labels(message.topic).inc()
         try:
-            parsed = parse_event(event.value)
-            if message.timestamp and message.timestamp > 0:
-                check_not_ahead(parsed, datetime.fromtimestamp(message.timestamp, timezone.utc))
+            received = datetime.fromtimestamp(message.timestamp, timezone.utc) if (message.timestamp or 0) > 0 else None
+            parsed = parse_event(event.value, received=received)
         except EventError as exc:
             EVENTS_DEADLETTERED.labels(message.topic).inc()
             record = deadletter_record(topic=message.topic, partition=message.partition,

@@ -156,8 +156,12 @@ def parse_timestamp(value: str) -> datetime:
     return moment
 
 
-def parse_event(raw: bytes | str, schemas: Schemas | None = None) -> dict[str, Any]:
-    """Decode and validate one event; raise EventError with a plain reason."""
+def parse_event(raw: bytes | str, schemas: Schemas | None = None,
+                received: datetime | None = None) -> dict[str, Any]:
+    """Decode and validate one event; raise EventError with a plain reason.
+
+    ``received``: when the broker took it (the worker knows, a file does not).
+    """
     schemas = schemas or default_schemas()
     if raw is None:
         raise EventError("empty message (tombstone)")
@@ -176,7 +180,9 @@ def parse_event(raw: bytes | str, schemas: Schemas | None = None) -> dict[str, A
     problems = schemas.problems(f"events/{event_type}.json", event)
     if problems:
         raise EventError("schema: " + "; ".join(problems[:5]))
-    check_moment(parse_timestamp(event["occurred_at"]))
+    occurred = check_moment(parse_timestamp(event["occurred_at"]))
+    if received is not None:
+        check_not_ahead(occurred, received)
     check_times(event["data"])
     if event_type == "customer.upserted":
         check_customer_data(event["data"])
@@ -211,11 +217,10 @@ def check_moment(moment: datetime, bounds: Bounds = BOUNDS) -> datetime:
     return moment
 
 
-def check_not_ahead(event: dict[str, Any], received: datetime, bounds: Bounds = BOUNDS) -> None:
+def check_not_ahead(occurred: datetime, received: datetime, bounds: Bounds = BOUNDS) -> None:
     """An event may not claim to have happened well after the broker took it: it would move the clock ahead."""
-    moment = parse_timestamp(event["occurred_at"])
-    if moment > received + bounds.ahead:
-        raise EventError(f"occurred_at {event['occurred_at']} is more than {bounds.ahead} after the broker "
+    if occurred > received + bounds.ahead:
+        raise EventError(f"occurred_at {occurred.isoformat()} is more than {bounds.ahead} after the broker "
                          f"received the event ({received.isoformat(timespec='seconds')})")
 
 

@@ -166,29 +166,26 @@ async def read_stalled_again(app, bootstrap: list[str]) -> None:
     consumer = app.consumer
     if app.rebalancing or not consumer.assignment():
         return
-    changelogs = app.tables.changelog_topics
-    partitions = [tp for tp in consumer.assignment() if tp.topic not in changelogs]
-    idle = not consumer._unacked_messages
-    if not idle:
+    if consumer._unacked_messages:
         stall_watch.check({}, False, time.monotonic())
         return
+    changelogs = app.tables.changelog_topics
+    partitions = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic not in changelogs}
     try:
         ends = await asyncio.get_running_loop().run_in_executor(
-            None, read_end_offsets, bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+            None, read_end_offsets, bootstrap, [TopicPartition(*key) for key in partitions])
     except Exception as exc:  # noqa: BLE001  broker trouble: the next tick asks again
         log.debug("reading end offsets for the stall check failed: %r", exc)
         return
     behind = {}
-    for tp in partitions:
-        key = (tp.topic, tp.partition)
+    for key, tp in partitions.items():
         committed = consumer._committed_offset.get(tp) or commit_guard.first_offsets.get(key) or start_offsets.get(key)
-        if committed is not None and ends.get(TopicPartition(tp.topic, tp.partition), 0) > committed:
+        if committed is not None and ends.get(TopicPartition(*key), 0) > committed:
             behind[key] = committed
-    for (topic, partition), offset in stall_watch.check(behind, not consumer._unacked_messages, time.monotonic()):
-        tp = next(tp for tp in partitions if (tp.topic, tp.partition) == (topic, partition))
-        log.warning("%s partition %d: behind its end since a while with nothing in flight; reading it again "
-                    "from offset %d", topic, partition, offset)
-        await consumer.seek(tp, offset)
+    for key, offset in stall_watch.check(behind, not consumer._unacked_messages, time.monotonic()):
+        log.warning("%s partition %d: behind its end for a while with nothing in flight; reading it again "
+                    "from offset %d", *key, offset)
+        await consumer.seek(partitions[key], offset)
 
 
 def _fast_lz4(payload) -> bytes:
