@@ -69,7 +69,7 @@ def build_app(settings: Settings, config: CoreConfig | None = None) -> faust.App
     # the events themselves move the clock, and the catch-up is open from the start.
     catch_up = CatchUp([list(settings.topics.source()), [settings.topics.events]] if settings.clock == "wall" else [])
     poison = Poison(settings.test_poison)
-    ingest.register(app, pipeline, catch_up, poison)
+    ingest.register(app, pipeline, catch_up, bootstrap, poison)
     decide.register(app, pipeline, config or load_config(settings), catch_up, bootstrap, poison)
     if settings.dispatch:
         dispatch.register(app, pipeline, poison)

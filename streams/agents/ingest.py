@@ -2,23 +2,29 @@
 
 A customer's events go to the partition that owns the customer, so the
 directory, the decision and the customer's later events stay together. An
-outage concerns everyone, so it is handed to every partition.
+outage concerns everyone, so it is handed to every partition. Behind what each
+batch routed, ingest tells every partition how far it has read each input
+(``streams.agents.marks``): the watermarks the decide hop decides by.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import faust
 import orjson
 
+from streams.agents import marks
 from streams.agents.contain import Containment, Poison
 from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
+from streams.core.clock import Input, event_time, moves_clock, wall_now
 from streams.core.directory import owner_partition
 from streams.core.events import deadletter_record, parse_event
 from streams.errors import EventError
-from streams.kafka.catch_up import CatchUp
+from streams.kafka.catch_up import CatchUp, InputEnds
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import Sends
 from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
@@ -35,32 +41,83 @@ def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
 
 
 class Ingest:
-    """What the agent does with each batch of source events; no faust in here but the records it is handed."""
+    """What the agent does with each batch of source events; no faust in here but the records it is handed.
 
-    def __init__(self, pipeline: Pipeline, sends: Sends, catch_up: CatchUp, poison: Poison | None = None):
+    ``partitions_of(topic)``: how many partitions a source topic has, as far as the consumer knows.
+    """
+
+    def __init__(self, pipeline: Pipeline, sends: Sends, catch_up: CatchUp, poison: Poison | None = None,
+                 partitions_of: Callable[[str], int | None] = lambda _: None,
+                 now: Callable[[], datetime] = wall_now):
         self.pipeline = pipeline
+        self.settings = pipeline.settings
         self.sends = sends
         self.catch_up = catch_up
         self.containment = Containment("ingest", sends, pipeline.deadletter, poison)
+        self.partitions_of = partitions_of
+        self.now = now
+        topics = self.settings.topics
+        self.clock_topics = (topics.orders, topics.carts, topics.outages)  # customer records move no clock
+        self.processed: dict[Input, int] = {}  # the last offset of each input whose routing is in the producer
+        self._read: dict[Input, datetime] = {}  # how far this batch read each input
+        self.lock = asyncio.Lock()  # the batch and the wall-clock timer share the producer's open batches
 
     async def batch(self, events) -> None:
         # A batch's messages share record batches: a message each would cost a future and a lingering
         # send. Every batch is in the producer before take_events acks it (faust flushes, then commits).
-        for event in events:
-            await self.containment.run(event, self.route)
-        await self.sends.end_batch()
-        observe_lag("ingest", events)
-        if not self.catch_up.open:
+        async with self.lock:
+            self._read = {}
             for event in events:
-                self.catch_up.processed(event.message.topic, event.message.partition, event.message.offset)
+                await self.containment.run(event, self.route)
+            await self.sends.end_batch()
+            await self.tell(self._read)
+        observe_lag("ingest", events)
+        for event in events:
+            message = event.message
+            self.processed[(message.topic, message.partition)] = message.offset
+            if not self.catch_up.open:
+                self.catch_up.processed(message.topic, message.partition, message.offset)
+
+    async def tell(self, times: dict[Input, datetime]) -> None:
+        """Every decide partition learns how far these inputs are read, behind what was routed to it."""
+        if not times:
+            return
+        partitions = {topic: count for topic in self.clock_topics if (count := self.partitions_of(topic))}
+        value = marks.encode(times, partitions)
+        for partition in range(self.settings.partitions):
+            await self.sends.send(self.pipeline.events, marks.KEY, value, partition)
+        await self.sends.end_batch()
+
+    async def tell_read_to_end(self, ends: InputEnds) -> None:
+        """Wall clock: an input read to its end is read up to now."""
+        if self.settings.clock != "wall":
+            return
+        done = await ends.read_to_end(self.processed)
+        async with self.lock:
+            now = self.now()
+            await self.tell({source: now for source in done})
+
+    def _note(self, message, parsed: dict | None) -> None:
+        """How far this record moves its input's watermark: its event time, or on the wall clock its broker time."""
+        if message.topic not in self.clock_topics:
+            return
+        if self.settings.clock == "wall":
+            moment = min(self.now(), _broker_time(message) or self.now())
+        elif parsed is not None and moves_clock(parsed):
+            moment = event_time(parsed)
+        else:
+            return
+        source = (message.topic, message.partition)
+        if source not in self._read or moment > self._read[source]:
+            self._read[source] = moment
 
     async def route(self, event) -> None:
         message = event.message
         EVENTS_CONSUMED.labels(message.topic).inc()
         try:
-            received = datetime.fromtimestamp(message.timestamp, timezone.utc) if (message.timestamp or 0) > 0 else None
-            parsed = parse_event(event.value, received=received)
+            parsed = parse_event(event.value, received=_broker_time(message))
         except EventError as exc:
+            self._note(message, None)
             EVENTS_DEADLETTERED.labels(message.topic).inc()
             record = deadletter_record(topic=message.topic, partition=message.partition,
                                        offset=message.offset, key=message.key,
@@ -69,11 +126,23 @@ class Ingest:
         else:
             for key, partition in routes(parsed, self.pipeline.settings.partitions):
                 await self.sends.send(self.pipeline.events, key, event.value, partition)
+            self._note(message, parsed)
 
 
-def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp, poison: Poison | None = None) -> Ingest:
-    hop = Ingest(pipeline, Sends.of_app(app), catch_up, poison)
+def _broker_time(message) -> datetime | None:
+    return datetime.fromtimestamp(message.timestamp, timezone.utc) if (message.timestamp or 0) > 0 else None
+
+
+def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp, bootstrap: list[str],
+             poison: Poison | None = None) -> Ingest:
+    hop = Ingest(pipeline, Sends.of_app(app), catch_up, poison,
+                 partitions_of=lambda topic: app.consumer.topic_partitions(topic))
     stop = FailStop("ingest")
+    ends = InputEnds(app, bootstrap, hop.clock_topics)
+
+    @app.timer(interval=1.0, name="watermarks")
+    async def tell_read_to_end() -> None:
+        await hop.tell_read_to_end(ends)
 
     @app.agent(pipeline.sources, concurrency=1, name="ingest")
     async def ingest(stream):

@@ -1,17 +1,22 @@
-"""The decision clock: what "now" is for an event, and up to when pending messages may fire.
+"""The decision clock: how far every input has been read, and so what may be decided now.
 
-Two clocks with one interface, so the simulator and the decide agent drive the
-``Decider`` the same way:
+A pending message may be decided only once every input that could still
+cancel or change it has been read past its due time. ``Watermarks`` keeps, per
+input (a source topic partition), the time it has been read up to; the floor
+over the inputs that matter bounds what may fire. An input that is not heard
+of yet holds everything back: lag then costs latency, never a wrong message.
 
-- ``WallClock`` (production): now is the wall clock; pending messages fire from
-  a timer (once the worker has caught up with its partitions: ``streams.kafka.catch_up``).
-- ``EventClock`` (the simulator, replays, the demo): now is the latest event
-  time seen (the watermark). Before each event, what fell due more than
-  ``lateness`` before the watermark is decided, each at its own due time, so
-  events arriving slightly out of order across topics still count. When no
-  event has come for ``idle`` seconds the replay is over and everything still
-  pending is decided at its due time. The simulator's input is sorted, so it
-  uses no lateness.
+Two modes use it:
+
+- wall clock (production): events are decided when read, at the wall clock;
+  a pending message fires once the floor of its rule's inputs has passed its
+  due time (an input's time is its records' broker time, and "now" once it is
+  read to its end).
+- event time (the simulator, replays, the demo): ``Timeline`` holds events back
+  and hands them on in event-time order (ties by event id) once every input has
+  been read past them, firing what fell due before each one at its due time.
+  The simulator is the same code over one input, its file: sorted input passes
+  straight through.
 
 Customer records move no clock: a customer file carries the time it was
 loaded, not the story's time, and moving the clock with it would fire pending
@@ -20,13 +25,15 @@ messages before the events that cancel them are read.
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any
 
 FOREVER = datetime.max.replace(tzinfo=timezone.utc)
+Input = tuple[str, int]  # (source topic, partition)
 
 
 def event_time(event: dict[str, Any]) -> datetime:
@@ -37,68 +44,126 @@ def wall_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def moves_clock(event: dict[str, Any]) -> bool:
+    return not event["type"].startswith("customer.")
+
+
+class Watermarks:
+    """The time each input has been read up to."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[str, int] = {}
+        self._times: dict[Input, datetime] = {}
+
+    def expect(self, topic: str, partitions: int) -> None:
+        """``topic`` has this many partitions: each one is an input, held back on until heard of."""
+        if partitions > self._partitions.get(topic, 0):
+            self._partitions[topic] = partitions
+
+    def read(self, source: Input, moment: datetime) -> None:
+        """``source`` has been read up to ``moment``; a watermark never goes back."""
+        known = self._times.get(source)
+        if known is None or moment > known:
+            self._times[source] = moment
+
+    def floor(self, topics: Iterable[str]) -> datetime | None:
+        """The time every partition of ``topics`` has been read past; None while any is not heard of."""
+        least: datetime | None = None
+        topics = tuple(topics)
+        if not topics:
+            return FOREVER
+        for topic in topics:
+            count = self._partitions.get(topic)
+            if not count:
+                return None
+            for partition in range(count):
+                moment = self._times.get((topic, partition))
+                if moment is None:
+                    return None
+                if least is None or moment < least:
+                    least = moment
+        return least
+
+    def inputs(self) -> dict[Input, datetime]:
+        return dict(self._times)
+
+
 @dataclass(frozen=True)
-class Tick:
-    """What an event's arrival means: decide it at ``now``, after firing what is due by ``fire_until``."""
+class Step:
+    """Fire what is due by ``until``; then, if there is one, decide ``event`` at ``until``."""
 
-    now: datetime
-    fire_until: datetime | None = None
-
-
-class Clock(Protocol):
-    def tick(self, event: dict[str, Any]) -> Tick: ...
-
-    def due_now(self, due_moment: datetime) -> datetime: ...
-
-    def current(self) -> datetime: ...
-
-    def timer_until(self) -> datetime | None: ...
+    until: datetime
+    event: dict[str, Any] | None = None
+    ref: Any = None  # what the caller handed in with the event (the worker: the Kafka record)
 
 
-class WallClock:
-    """Production time: the wall clock; the timer fires what is due once the worker has caught up."""
+class Timeline:
+    """Events of several inputs, handed on in event-time order once every input is read past them.
 
-    def __init__(self, now: Callable[[], datetime] = wall_now):
-        self._now = now
+    ``lateness`` holds back a little longer, for inputs whose own records come out of order.
+    """
 
-    def tick(self, event: dict[str, Any]) -> Tick:
-        return Tick(self._now())
-
-    def due_now(self, due_moment: datetime) -> datetime:
-        return self._now()
-
-    def current(self) -> datetime:
-        return self._now()
-
-    def timer_until(self) -> datetime | None:
-        return self._now()
-
-
-class EventClock:
-    """Event time: the watermark is the latest event time seen, customer records aside."""
-
-    def __init__(self, lateness: timedelta = timedelta(0), idle: float = 3.0,
-                 monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, watermarks: Watermarks, topics: Iterable[str], lateness: timedelta = timedelta(0)):
+        self.watermarks = watermarks
+        self.topics = tuple(topics)
         self.lateness = lateness
-        self.idle = idle
-        self.watermark: datetime | None = None
+        self.decided: datetime | None = None  # the latest event time handed on
+        self._heap: list[tuple[datetime, str, int, dict[str, Any], Any]] = []
+        self._added = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, event: dict[str, Any], ref: Any = None) -> None:
+        self._added += 1  # ties in time and id keep their order of arrival; events are never compared
+        heapq.heappush(self._heap, (event_time(event), event["id"], self._added, event, ref))
+
+    def release(self) -> Iterator[Step]:
+        """The events every input has been read past, then what fell due up to there."""
+        floor = self.watermarks.floor(self.topics)
+        if floor is None:
+            return
+        bound = floor - self.lateness
+        yield from self._pop(lambda at: at < bound)
+        yield Step(bound)
+
+    def flush(self) -> Iterator[Step]:
+        """Everything held, then everything due: the input is over (the end of a file, a replay gone idle)."""
+        yield from self._pop(lambda at: True)
+        yield Step(FOREVER)
+
+    def refs(self) -> Iterator[Any]:
+        return (ref for *_, ref in self._heap)
+
+    def drop(self) -> int:
+        """Forget what is held (the partition moved: it is read again from its commit); how many."""
+        count = len(self._heap)
+        self._heap.clear()
+        return count
+
+    def now(self) -> datetime:
+        return self.decided or wall_now()
+
+    def _pop(self, ready: Callable[[datetime], bool]) -> Iterator[Step]:
+        heap = self._heap
+        while heap and ready(heap[0][0]):
+            at, _, _, event, ref = heapq.heappop(heap)
+            if self.decided is None or at > self.decided:
+                self.decided = at
+            yield Step(self.decided, event, ref)
+
+
+class Idle:
+    """Whether nothing has been read for ``seconds``: a replay that has gone quiet is over."""
+
+    def __init__(self, seconds: float, monotonic: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
         self._monotonic = monotonic
-        self._last_event = monotonic()
+        self._last = monotonic()
 
-    def tick(self, event: dict[str, Any]) -> Tick:
-        self._last_event = self._monotonic()
-        moment = event_time(event)
-        if event["type"].startswith("customer."):
-            return Tick(self.watermark or moment)
-        self.watermark = moment if self.watermark is None else max(self.watermark, moment)
-        return Tick(self.watermark, self.watermark - self.lateness)
+    def read(self) -> None:
+        self._last = self._monotonic()
 
-    def due_now(self, due_moment: datetime) -> datetime:
-        return due_moment
-
-    def current(self) -> datetime:
-        return self.watermark or wall_now()
-
-    def timer_until(self) -> datetime | None:
-        """Everything, once no event has come for ``idle`` seconds: the replay is over, time runs on."""
-        return FOREVER if self._monotonic() - self._last_event >= self.idle else None
+    @property
+    def idle(self) -> bool:
+        return self._monotonic() - self._last >= self.seconds

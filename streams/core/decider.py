@@ -17,7 +17,7 @@ is decided step by step in ``restraint``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Collection, Iterator, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -184,9 +184,13 @@ class Decider:
             state.outages.pop(event["data"]["outage_id"], None)
             self._save(due.customer_id, state)
 
-    def fire_due(self, now: datetime, owns=lambda _: True) -> Iterator[Decision]:
-        """Event-time mode: fire everything due by ``now``, in due order, each at its own due time."""
-        for due in self.due.pop_due(now, owns):
+    def fire_due(self, now: datetime, shards: Collection[int] | None = None) -> Iterator[Decision]:
+        """Event-time mode: fire everything due by ``now``, in due order, each at its own due time.
+
+        One at a time, so that what firing schedules again (a deferral) fires in its turn, as it
+        would had the clock been moved to ``now`` in smaller steps.
+        """
+        while (due := self.due.pop_next(now, shards)) is not None:
             yield from self.fire(due, due.moment)
 
     def opt_out(self, customer_id: str, channel: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 
 import faust
 from kafka import TopicPartition
@@ -123,3 +124,45 @@ class CatchUpWatch:
             return {}
         ends = read_end_offsets(self.bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+
+class InputEnds:
+    """Which of ingest's source partitions it has read to their end (the wall clock's watermark is "now" there).
+
+    Knows faust's internals: the consumer's assignment, highwaters and committed
+    offsets. faust's highwater can only be low on Tansu (it is the broker's
+    answer to the last fetch), so a partition behind it is behind; one that
+    looks read to its end is checked against the true end.
+    """
+
+    def __init__(self, app: faust.App, bootstrap: list[str], topics: Iterable[str]):
+        self.app = app
+        self.bootstrap = bootstrap
+        self.topics = set(topics)
+
+    async def read_to_end(self, processed: Mapping[tuple[str, int], int]) -> list[tuple[str, int]]:
+        """The assigned partitions whose next offset to read, after ``processed``, is their end."""
+        app = self.app
+        if app.rebalancing:
+            return []
+        consumer = app.consumer
+        committed = {(tp.topic, tp.partition): offset for tp, offset in consumer._committed_offset.items() if offset}
+        candidates: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if tp.topic not in self.topics:
+                continue
+            known = [processed[key] + 1] if key in processed else []
+            known += [offset for offset in (committed.get(key), faust_fixes.start_offsets.get(key)) if offset is not None]
+            after = max(known, default=None)
+            if after is not None and after >= (consumer.highwater(tp) or 0):
+                candidates[key] = after
+        if not candidates:
+            return []
+        try:
+            ends = await asyncio.get_running_loop().run_in_executor(
+                None, read_end_offsets, self.bootstrap, [TopicPartition(*key) for key in candidates])
+        except Exception as exc:  # noqa: BLE001  broker trouble: the watermarks wait for the next tick
+            log.debug("reading end offsets for the watermarks failed: %r", exc)
+            return []
+        return [key for key, after in candidates.items() if after >= ends.get(TopicPartition(*key), after + 1)]

@@ -163,3 +163,43 @@ class StallWatch:
                 stalled.append((partition, committed))
                 self._behind[partition] = (committed, now)  # a new wait for the re-read to show
         return stalled
+
+
+class Holds:
+    """Records read but held back, not decided yet (the event-time timeline): no commit may pass them.
+
+    faust counts a record done when the agent's batch ends; a record the
+    timeline still holds is not. The commit is capped at the lowest held
+    offset, so a crash reads it again instead of losing it.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Partition, set[int]] = {}
+
+    def hold(self, partition: Partition, offset: int) -> bool:
+        """False if ``offset`` is held already (read again after a seek): the timeline has it."""
+        held = self._held.setdefault(partition, set())
+        if offset in held:
+            return False
+        held.add(offset)
+        return True
+
+    def release(self, partition: Partition, offset: int) -> None:
+        held = self._held.get(partition)
+        if held is not None:
+            held.discard(offset)
+
+    def drop(self, partitions: Iterable[Partition] | None = None) -> None:
+        for partition in list(self._held) if partitions is None else partitions:
+            self._held.pop(partition, None)
+
+    def lowest(self, partition: Partition) -> int | None:
+        held = self._held.get(partition)
+        return min(held) if held else None
+
+    def cap(self, partition: Partition, committed: int | None) -> tuple[bool, int | None]:
+        """(whether a hold applies, the offset to commit then: the lowest held, if past ``committed``)."""
+        lowest = self.lowest(partition)
+        if lowest is None:
+            return False, None
+        return True, lowest if committed is None or lowest > committed else None

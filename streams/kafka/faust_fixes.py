@@ -14,6 +14,7 @@ aiokafka or the broker re-runs ``tests/faults`` (``--long`` for full size).
 | only processed messages are acked (``_ack_processed_only``) | a stream drops a message that arrives while flow is stopped or from an older generation, and faust acks it as if processed | ``tests/faults/test_crashes.py`` (SIGKILL, two workers) |
 | ``ReadFence`` | records fetched before a seek are still handed on and move faust's read offset past the re-read | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``CommitGuard`` | faust commits past an unprocessed head (lowest acked = committed + 1 passes; nothing checked before a first commit) | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
+| ``Holds`` | faust counts a record done when the agent's batch ends; the event-time timeline still holds it | ``tests/kafka/test_commit_guard.py``, ``tests/integration/test_replay.py`` |
 | ``StallWatch`` (``read_stalled_again``, a 5 s timer) | a partition behind its end while the worker is idle: its records vanished between fetch and agent with nothing left to notice | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | lz4 at its fast level | aiokafka compresses lz4 at LZ4-HC level 9: a seventh of a fan-out's CPU | ``bench/fanout.py`` |
 """
@@ -31,12 +32,13 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from kafka import TopicPartition
 
 from streams.kafka.admin import read_end_offsets
-from streams.kafka.commit_guard import CommitGuard, ReadFence, StallWatch
+from streams.kafka.commit_guard import CommitGuard, Holds, ReadFence, StallWatch
 
 log = logging.getLogger(__name__)
 
 commit_guard = CommitGuard()
 read_fence = ReadFence(commit_guard)
+holds = Holds()
 stall_watch = StallWatch()
 start_offsets: dict[tuple[str, int], int] = {}  # where the last seek to committed left each partition
 
@@ -115,7 +117,12 @@ def _new_offset_past_processed_only(self, tp):
         log.warning("%s partition %d: offset %d was never processed; reading the partition again from there",
                     tp.topic, tp.partition, reread_from)
         asyncio.ensure_future(self.seek(tp, reread_from))
-    return _faust_new_offset(self, tp) if may_commit else None
+    if not may_commit:
+        return None
+    held, capped = holds.cap((tp.topic, tp.partition), self._committed_offset[tp])
+    # Not faust's own: it would take the acknowledged run off its list, and the run past the cap is
+    # still to be committed once the hold ends.
+    return capped if held else _faust_new_offset(self, tp)
 
 
 async def _getmany_fenced(self, timeout):

@@ -1,9 +1,10 @@
 """Run the decision core over files, on event time, with no broker.
 
-Time is the events' own (``streams.core.clock.EventClock``, as in the worker's
-event-time mode): before each event, every pending message due by then is
-decided at its due time; what is still pending after the last event is
-decided at its due time too. Ops replay events against changed rules and read what would have been sent
+Time is the events' own, through the worker's own ``streams.core.clock.Timeline``
+over one input, the file: events are decided in event-time order (ties by
+event id), and before each one every pending message due by then is decided
+at its due time; what is still pending after the last event is decided at its
+due time too. A sorted file passes straight through. Ops replay events against changed rules and read what would have been sent
 (``notifications.jsonl``), held back (``suppressed.jsonl``) and refused as
 invalid input (``rejected.jsonl``). It is the same Decider the worker runs.
 """
@@ -18,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from streams.core.clock import EventClock
+from streams.core.clock import Timeline, Watermarks, event_time, moves_clock
 from streams.core.config import CoreConfig
 from streams.core.decider import Decider, Notification
 from streams.core.directory import CustomerDirectory
@@ -30,6 +31,7 @@ from streams.tools.customer_files import read_customer_rows, upsert_event
 from streams.errors import EventError
 from streams.core.events import BOUNDS, parse_event
 
+FILE = "events file"  # the simulator's one input
 EPOCH = BOUNDS.earliest  # customer records are older than any story: they move no clock
 
 
@@ -71,7 +73,6 @@ class SimulationReport:
     rejected: int = 0
     rules: dict[str, RuleTally] = field(default_factory=lambda: defaultdict(RuleTally))
     per_customer: Counter = field(default_factory=Counter)
-    finished_at: datetime | None = None
     contacts: dict[str, dict[tuple, bool]] = field(default_factory=lambda: defaultdict(dict))
     by_band: dict[Band, BandTally] = field(default_factory=lambda: defaultdict(BandTally))
 
@@ -133,7 +134,15 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
     report = SimulationReport()
     decider = Decider(config.rules, config.renderer, CustomerDirectory())
     outputs = _Outputs(out)
-    clock = EventClock()  # sorted input: no lateness; the worker's event clock is the same class
+    watermarks = Watermarks()
+    watermarks.expect(FILE, 1)
+    timeline = Timeline(watermarks, (FILE,))
+
+    def take(steps) -> None:
+        for step in steps:
+            count(decider.fire_due(step.until))
+            if step.event is not None:
+                count(decider.handle(step.event, step.until))
 
     def count(outcomes) -> None:
         for outcome in outcomes:
@@ -174,14 +183,13 @@ def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> Si
                     outputs.write("rejected", {"file": str(events), "line": line, "reason": str(exc)})
                     continue
                 report.events += 1
-                tick = clock.tick(event)
-                if tick.fire_until is not None:
-                    count(decider.fire_due(tick.fire_until))
-                count(decider.handle(event, tick.now))
-        # What is still pending when the events run out is decided at its own due time.
-        while (next_at := decider.due.next_at()) is not None:
-            count(decider.fire_due(next_at))
-            report.finished_at = next_at
+                if not moves_clock(event):
+                    count(decider.handle(event, timeline.now()))
+                    continue
+                timeline.add(event)
+                watermarks.read((FILE, 0), event_time(event))
+                take(timeline.release())
+        take(timeline.flush())  # what is still pending when the events run out, each at its own due time
     finally:
         outputs.close()
     return report

@@ -10,11 +10,13 @@ import orjson
 import pytest
 
 from streams.agents.contain import Poison
-from streams.agents.decide import Decide
-from streams.core.clock import EventClock, WallClock
+from streams.agents import marks
+from streams.agents.decide import Decide, Timing
+from streams.core.clock import event_time, moves_clock
 from streams.core.config import load_config
 from streams.core.decider import Decider
 from streams.core.directory import CustomerDirectory, owner_partition
+from streams.core.schedule import DueIndex
 from streams.kafka.catch_up import CatchUp
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.settings import ROOT, Settings
@@ -33,14 +35,17 @@ def config():
 class Hop:
     """A Decide over fakes, and what it produced."""
 
-    def __init__(self, config, clock=None, catch_up=None, owned=None, poison=None):
+    def __init__(self, config, timing=None, catch_up=None, owned=None, poison=None):
         self.pipeline = fake_pipeline()
         self.producer = FakeProducer(auto_ack=True)
         sends = Sends(lambda: self.producer)
         directory = CustomerDirectory(ChangelogTable(self.pipeline.customers, sends), self.pipeline.settings.partitions)
+        partitions = self.pipeline.settings.partitions
         self.decider = Decider(config.rules, config.renderer, directory, ChangelogTable(self.pipeline.outages, sends),
-                               ChangelogTable(self.pipeline.states, sends))
-        self.hop = Decide(self.pipeline, self.decider, sends, clock or EventClock(), catch_up or CatchUp([]),
+                               ChangelogTable(self.pipeline.states, sends),
+                               DueIndex(lambda customer_id: owner_partition(customer_id, partitions)))
+        self.timing = timing or Timing(event_time=True)
+        self.hop = Decide(self.pipeline, self.decider, sends, self.timing, catch_up or CatchUp([]),
                           owned or (lambda: set(range(self.pipeline.settings.partitions))), poison)
         self.offsets = Offsets()
         self.topics = self.pipeline.settings.topics
@@ -50,7 +55,21 @@ class Hop:
         self.loop.run_until_complete(coroutine)
 
     def feed(self, topic: str, *payloads: dict) -> None:
-        self.run(self.hop.batch(self.events(*payloads, topic=topic)))
+        """One batch, as the agent takes it; on ``forewarn-events`` followed by watermarks, as ingest sends them.
+
+        The watermark is a second past the batch's latest event: every input read past the batch.
+        """
+        events = self.events(*payloads, topic=topic)
+        moments = [event_time(p) for p in payloads if "occurred_at" in p and moves_clock(p)]
+        if topic == self.topics.events and moments:
+            events += self.watermark(max(moments) + timedelta(seconds=1))
+        self.run(self.hop.batch(events))
+
+    def watermark(self, moment: datetime) -> list:
+        clock_topics = ("orders", "carts", "outages")
+        value = marks.encode({(topic, 0): moment for topic in clock_topics}, {topic: 1 for topic in clock_topics})
+        return [self.offsets.event(self.topics.events, partition, value, marks.KEY)
+                for partition in range(self.pipeline.settings.partitions)]
 
     def events(self, *payloads: dict, topic: str | None = None) -> list:
         events = []
@@ -107,7 +126,7 @@ def test_an_event_for_an_unknown_customer_is_a_suppression_with_its_reason(confi
 
 
 def test_in_event_time_a_later_event_first_fires_what_fell_due_before_it(config):
-    hop = Hop(config, clock=EventClock())
+    hop = Hop(config)
     hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
     assert hop.on(hop.topics.notifications) == []  # the reminder waits an hour
     hop.feed(hop.topics.events, shipped("C1012", T0 + timedelta(hours=2)))
@@ -116,7 +135,7 @@ def test_in_event_time_a_later_event_first_fires_what_fell_due_before_it(config)
 
 def test_a_due_record_read_before_the_catch_up_is_held_and_fires_once_it_is_open(config):
     catch_up = CatchUp([["orders"]])
-    hop = Hop(config, clock=WallClock(lambda: T0 + timedelta(hours=2)), catch_up=catch_up)
+    hop = Hop(config, Timing(now=lambda: T0 + timedelta(hours=2)), catch_up=catch_up)
     hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
     [due] = hop.decider.due.pop_due(T0 + timedelta(hours=2))
     record = {"customer_id": due.customer_id, "pending_id": due.pending_id, "version": due.version, "at": due.at}
@@ -152,13 +171,32 @@ def test_the_timer_sends_due_records_only_for_owned_partitions_and_only_once_cau
                                                 ({(mine + 1) % 4}, CatchUp([]), no, 0),
                                                 ({mine}, CatchUp([["orders"]]), no, 0),
                                                 ({mine}, CatchUp([["orders"]]), yes, 1)]:
-        hop = Hop(config, clock=WallClock(lambda: later), catch_up=catch_up, owned=lambda owned=owned: owned)
+        hop = Hop(config, Timing(now=lambda: later), catch_up=catch_up, owned=lambda owned=owned: owned)
         hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
+        hop.run(hop.hop.batch(hop.watermark(later)))  # every input read to its end
         hop.run(hop.hop.fire_due(caught_up))
         sent = hop.pipeline.due.sent
         assert len(sent) == expected, (owned, catch_up.stages)
         if sent:
             assert sent[0]["partition"] == mine and orjson.loads(sent[0]["value"])["customer_id"] == "C1012"
+
+
+def test_on_the_wall_clock_a_due_message_waits_until_every_input_of_its_rule_is_read_past_it(config):
+    later = T0 + timedelta(hours=2)
+    hop = Hop(config, Timing(now=lambda: later))
+    hop.feed(hop.topics.events, customer("C1012"), cart("C1012", T0))
+
+    def fired_after(times: dict, partitions: dict) -> int:
+        hop.run(hop.hop.batch([hop.offsets.event(hop.topics.events, p, marks.encode(times, partitions), marks.KEY)
+                               for p in range(4)]))
+        hop.run(hop.hop.fire_due(caught_up=None))
+        return len(hop.pipeline.due.sent)
+
+    assert fired_after({}, {}) == 0  # the carts were read a second past the cart only: a checkout may follow
+    assert fired_after({("carts", 0): later}, {"carts": 2, "orders": 1}) == 0  # carts partition 1: not heard of
+    assert fired_after({("carts", 1): later}, {}) == 0  # orders (an order placed cancels it) read up to T0 only
+    assert fired_after({("orders", 0): T0 + timedelta(minutes=59)}, {}) == 0  # not past the due time yet
+    assert fired_after({("orders", 0): later}, {}) == 1  # outages lag still: no input of this rule
 
 
 DEMO_EVENTS = [orjson.loads(line) for line in (ROOT / "config" / "demo" / "events.jsonl").read_bytes().splitlines()]

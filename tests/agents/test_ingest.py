@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
 from kafka.errors import KafkaTimeoutError
 
+from streams.agents import marks
 from streams.agents.contain import Poison
 from streams.agents.ingest import Ingest
 from streams.core.directory import owner_partition
 from streams.kafka.catch_up import CatchUp
 from streams.kafka.sends import Sends
-from streams.settings import ROOT
+from streams.settings import ROOT, Settings
+from streams.tools.customer_files import upsert_event
 from tests.fakes import FakeProducer, Offsets, fake_pipeline
 
 DEMO_EVENTS = (ROOT / "config" / "demo" / "events.jsonl").read_bytes().splitlines()
 OUTAGE = next(line for line in DEMO_EVENTS if b'"outage.started"' in line)
 DELAY = next(line for line in DEMO_EVENTS if b'"order.delayed"' in line)
+CUSTOMER = orjson.loads((ROOT / "config" / "demo" / "customers.jsonl").read_bytes().splitlines()[0])
+NOW = datetime(2026, 11, 25, 16, 0, tzinfo=timezone.utc)
 
 
-def run(values: list[bytes], catch_up: CatchUp | None = None, poison: Poison | None = None, received: float = 0.0):
-    pipeline, producer, offsets = fake_pipeline(), FakeProducer(auto_ack=True), Offsets()
+def run(values: list[bytes], catch_up: CatchUp | None = None, poison: Poison | None = None, received: float = 0.0,
+        settings: Settings | None = None, topic: str = "orders"):
+    pipeline, producer, offsets = fake_pipeline(settings), FakeProducer(auto_ack=True), Offsets()
     catch_up = catch_up or CatchUp([])
-    hop = Ingest(pipeline, Sends(lambda: producer), catch_up, poison)
-    events = [offsets.event("orders", 0, value, key=b"k", timestamp=received) for value in values]
+    hop = Ingest(pipeline, Sends(lambda: producer), catch_up, poison, partitions_of=lambda _: 3, now=lambda: NOW)
+    events = [offsets.event(topic, 0, value, key=b"k", timestamp=received) for value in values]
     asyncio.run(hop.batch(events))
     return pipeline, producer
 
@@ -38,7 +43,36 @@ def with_fields(line: bytes, **fields) -> bytes:
 
 def dead_and_routed(pipeline, producer) -> tuple[list[dict], list[bytes]]:
     topics = pipeline.settings.topics
-    return [r.json() for r in producer.on(topics.deadletter)], [r.value for r in producer.on(topics.events)]
+    return ([r.json() for r in producer.on(topics.deadletter)],
+            [r.value for r in producer.on(topics.events) if r.key != marks.KEY])
+
+
+def watermarks(pipeline, producer) -> list[tuple[int, dict, dict]]:
+    return [(r.partition, *marks.decode(r.value)) for r in producer.on(pipeline.settings.topics.events)
+            if r.key == marks.KEY]
+
+
+def test_behind_each_batch_every_partition_learns_how_far_each_input_is_read_in_event_time():
+    late, early = with_fields(DELAY, id="late"), with_fields(DELAY, id="early", occurred_at="2026-11-25T08:00:00+01:00")
+    pipeline, producer = run([late, early], settings=Settings(clock="event"))
+    routed = producer.on(pipeline.settings.topics.events)
+    assert [r.key == marks.KEY for r in routed] == [False, False, True, True, True, True]  # behind the events
+    told = watermarks(pipeline, producer)
+    latest = datetime.fromisoformat(orjson.loads(late)["occurred_at"])
+    assert told == [(p, {("orders", 0): latest}, {"orders": 3, "carts": 3, "outages": 3}) for p in range(4)]
+
+
+def test_on_the_wall_clock_an_input_is_read_up_to_its_records_broker_time_never_past_now():
+    before = (NOW - timedelta(minutes=5)).timestamp()
+    for received, expected in [(before, NOW - timedelta(minutes=5)), ((NOW + timedelta(hours=1)).timestamp(), NOW)]:
+        pipeline, producer = run([DELAY], received=received, settings=Settings(clock="wall"))
+        assert {told[("orders", 0)] for _, told, _ in watermarks(pipeline, producer)} == {expected}
+
+
+def test_customer_records_tell_no_watermark():
+    record = orjson.dumps(upsert_event(CUSTOMER, NOW))
+    pipeline, producer = run([record], settings=Settings(clock="event"), topic="customers")
+    assert watermarks(pipeline, producer) == []
 
 
 NESTED = with_fields(next(line for line in DEMO_EVENTS if b'"cart.updated"' in line),
@@ -106,12 +140,12 @@ def test_bytes_that_are_no_event_become_a_dead_letter_with_the_original_bytes_an
     assert base64.b64decode(record["value_b64"]) == garbage
     assert (record["topic"], record["partition"], record["offset"]) == ("orders", 0, 1)
     assert record["reason"] and dead.key == b"k"
-    assert len(producer.on(pipeline.settings.topics.events)) == 1  # the valid event still flows
+    assert len(dead_and_routed(pipeline, producer)[1]) == 1  # the valid event still flows
 
 
 def test_a_customer_event_goes_to_the_partition_that_owns_the_customer_and_an_outage_to_every_partition():
     pipeline, producer = run([DELAY, OUTAGE])
-    routed = producer.on(pipeline.settings.topics.events)
+    routed = [r for r in producer.on(pipeline.settings.topics.events) if r.key != marks.KEY]
     partitions = pipeline.settings.partitions
     assert [(r.key, r.partition) for r in routed[:1]] == [(b"C1010", owner_partition("C1010", partitions))]
     assert sorted(r.partition for r in routed[1:]) == list(range(partitions))

@@ -47,7 +47,7 @@ def decider(renderer, schemas):
 def run(decider, event, settle=timedelta(hours=2), **kwargs):
     """Handle ``event`` at NOW, then let the clock run ``settle`` so held messages are decided."""
     outcomes = list(decider.handle(event, NOW, **kwargs))
-    outcomes += decider.fire_due(NOW + settle, **({"owns": kwargs["owns"]} if "owns" in kwargs else {}))
+    outcomes += decider.fire_due(NOW + settle)
     return ([o for o in outcomes if isinstance(o, Notification)],
             [o for o in outcomes if isinstance(o, Suppression)])
 

@@ -1,0 +1,31 @@
+"""Watermark records: how far ingest has read each source partition, told to every decide partition.
+
+Ingest writes one after each batch (and, on the wall clock, every second for
+the partitions it has read to their end) into every partition of
+``forewarn-events``, behind the events it routed there. When decide reads it,
+it has read everything ingest routed to that partition from those inputs up to
+that time. The key cannot be a customer's or an outage's id: those have no
+control characters (``schemas/common.json``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+
+from streams.core.clock import Input
+
+KEY = b"\x00watermarks"
+
+
+def encode(times: dict[Input, datetime], partitions: dict[str, int]) -> bytes:
+    return orjson.dumps({"marks": [[topic, partition, moment.timestamp()] for (topic, partition), moment in times.items()],
+                         "partitions": partitions})
+
+
+def decode(value: bytes) -> tuple[dict[Input, datetime], dict[str, int]]:
+    record = orjson.loads(value)
+    times = {(topic, int(partition)): datetime.fromtimestamp(at, timezone.utc)
+             for topic, partition, at in record["marks"]}
+    return times, {topic: int(count) for topic, count in record["partitions"].items()}
