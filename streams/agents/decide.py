@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -86,7 +87,10 @@ class Decide:
         self.watermarks: dict[int, Watermarks] = {}  # per partition of forewarn-events
         self.timelines: dict[int, Timeline] = {}  # event time: what each partition holds back
         self.idle = Idle(timing.idle, timing.monotonic)
-        self._flushing = False
+        # A flush asked for while idle counts only if nothing was read since: its record carries this.
+        self._reads = 0
+        self._flush_asked: str | None = None
+        self._nonce = uuid.uuid4().hex[:8]
 
     def owned_by(self, partitions: set[int]) -> Callable[[str], bool]:
         count = self.settings.partitions
@@ -114,6 +118,8 @@ class Decide:
         # In batches, so that waiting for Kafka to acknowledge the notifications before the states that
         # record them are logged (``Sends.settle``) costs one round trip per batch, not per event.
         self.idle.read()
+        if any(not _is_flush(event) for event in events):
+            self._reads += 1
         with gc_tuning.in_progress():  # no full collection in the middle of a fan-out
             touched: set[int] = set()
             for event in events:
@@ -125,6 +131,7 @@ class Decide:
                 for partition in sorted(touched):
                     await self.decide_held(partition, self.timeline(partition).release())
             await self.sends.settle()
+        self.idle.read()  # a long batch is not idleness
         observe_lag("decide", events)
 
     def _contained(self, event) -> Containment:
@@ -165,10 +172,15 @@ class Decide:
         for topic, count in partitions.items():
             watermarks.expect(topic, count)
         for source, moment in times.items():
-            watermarks.read(source, moment)
+            if moment is None:
+                watermarks.at_end(source)
+            else:
+                watermarks.read(source, moment)
 
     async def _due(self, payload: dict, partition: int) -> str:
-        if payload.get("flush"):
+        if "flush" in payload:
+            if payload["flush"] != self._flush_token():
+                return "flush-stale"  # something was read after it was asked for: not over yet
             await self.decide_held(partition, self.timeline(partition).flush())
             return "flush"
         due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
@@ -231,18 +243,19 @@ class Decide:
 
     async def _flush_when_idle(self) -> None:
         """Event time: the input has gone quiet, so the replay is over; each owned partition decides all it holds."""
-        if not self.idle.idle:
-            self._flushing = False
-            return
-        if self._flushing:
+        token = self._flush_token()
+        if not self.idle.idle or self._flush_asked == token:
             return
         owned = self.owned()
         waiting = [p for p in sorted(owned) if len(self.timeline(p)) or self.decider.due.next_at({p}) is not None]
         if not waiting:
             return
-        self._flushing = True
+        self._flush_asked = token
         for partition in waiting:
-            await self.pipeline.due.send(key=b"", value=orjson.dumps({"flush": True}), partition=partition)
+            await self.pipeline.due.send(key=b"", value=orjson.dumps({"flush": token}), partition=partition)
+
+    def _flush_token(self) -> str:
+        return f"{self._nonce}:{self._reads}"
 
     async def _send_due(self, customer_id: str, record: dict) -> None:
         await self.pipeline.due.send(key=customer_id.encode(), value=orjson.dumps(record),
@@ -290,6 +303,10 @@ class Decide:
                 NOTIFICATIONS.labels(rule, channel).inc(count)
             for (rule, reason), count in suppressed.items():
                 SUPPRESSED.labels(rule, reason).inc(count)
+
+
+def _is_flush(event) -> bool:
+    return event.value is not None and event.value.startswith(b'{"flush"')
 
 
 def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: CatchUp,

@@ -60,6 +60,7 @@ class Ingest:
         self.clock_topics = (topics.orders, topics.carts, topics.outages)  # customer records move no clock
         self.processed: dict[Input, int] = {}  # the last offset of each input whose routing is in the producer
         self._read: dict[Input, datetime] = {}  # how far this batch read each input
+        self._told_at_end: set[Input] = set()  # wall clock: inputs said to be read to their end since their last record
         self.lock = asyncio.Lock()  # the batch and the wall-clock timer share the producer's open batches
 
     async def batch(self, events) -> None:
@@ -71,6 +72,7 @@ class Ingest:
                 await self.containment.run(event, self.route)
             await self.sends.end_batch()
             await self.tell(self._read)
+            self._told_at_end -= self._read.keys()
         observe_lag("ingest", events)
         for event in events:
             message = event.message
@@ -78,7 +80,7 @@ class Ingest:
             if not self.catch_up.open:
                 self.catch_up.processed(message.topic, message.partition, message.offset)
 
-    async def tell(self, times: dict[Input, datetime]) -> None:
+    async def tell(self, times: dict[Input, datetime | None]) -> None:
         """Every decide partition learns how far these inputs are read, behind what was routed to it."""
         if not times:
             return
@@ -89,23 +91,31 @@ class Ingest:
         await self.sends.end_batch()
 
     async def tell_read_to_end(self, ends: InputEnds) -> None:
-        """Wall clock: an input read to its end is read up to now."""
+        """Wall clock: an input read to its end is read up to now, until its next record; said once."""
         if self.settings.clock != "wall":
             return
         done = await ends.read_to_end(self.processed)
         async with self.lock:
-            now = self.now()
-            await self.tell({source: now for source in done})
+            news = [source for source in done if source not in self._told_at_end]
+            await self.tell(dict.fromkeys(news))
+            self._told_at_end.update(news)
+
+    def forget(self) -> None:
+        """Partitions moved: decide learns its watermarks again, so every input read to its end is told again."""
+        self._told_at_end.clear()
 
     def _note(self, message, parsed: dict | None) -> None:
-        """How far this record moves its input's watermark: its event time, or on the wall clock its broker time."""
+        """How far this record moves its input's watermark: its event time; on the wall clock no later than its
+        broker time or now."""
         if message.topic not in self.clock_topics:
             return
+        if parsed is not None and not moves_clock(parsed):
+            return
+        moment = event_time(parsed) if parsed is not None else None
         if self.settings.clock == "wall":
-            moment = min(self.now(), _broker_time(message) or self.now())
-        elif parsed is not None and moves_clock(parsed):
-            moment = event_time(parsed)
-        else:
+            # Bounded by when the broker took it and by now: a record published late, or dated ahead, holds back.
+            moment = min(filter(None, (moment, _broker_time(message), self.now())))
+        elif moment is None:
             return
         source = (message.topic, message.partition)
         if source not in self._read or moment > self._read[source]:
@@ -139,6 +149,10 @@ def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp, bootstrap: l
                  partitions_of=lambda topic: app.consumer.topic_partitions(topic))
     stop = FailStop("ingest")
     ends = InputEnds(app, bootstrap, hop.clock_topics)
+
+    @app.on_partitions_revoked.connect
+    async def tell_again(sender, revoked, **kwargs) -> None:
+        hop.forget()
 
     @app.timer(interval=1.0, name="watermarks")
     async def tell_read_to_end() -> None:

@@ -4,7 +4,8 @@ Ingest writes one after each batch (and, on the wall clock, every second for
 the partitions it has read to their end) into every partition of
 ``forewarn-events``, behind the events it routed there. When decide reads it,
 it has read everything ingest routed to that partition from those inputs up to
-that time. The key cannot be a customer's or an outage's id: those have no
+that time; an input without a time is read to its end ("now", until its
+next record is read). The key cannot be a customer's or an outage's id: those have no
 control characters (``schemas/common.json``).
 """
 
@@ -19,13 +20,15 @@ from streams.core.clock import Input
 KEY = b"\x00watermarks"
 
 
-def encode(times: dict[Input, datetime], partitions: dict[str, int]) -> bytes:
-    return orjson.dumps({"marks": [[topic, partition, moment.timestamp()] for (topic, partition), moment in times.items()],
+def encode(times: dict[Input, datetime | None], partitions: dict[str, int]) -> bytes:
+    return orjson.dumps({"marks": [[topic, partition, None if moment is None else moment.timestamp()]
+                                   for (topic, partition), moment in times.items()],
                          "partitions": partitions})
 
 
-def decode(value: bytes) -> tuple[dict[Input, datetime], dict[str, int]]:
+def decode(value: bytes) -> tuple[dict[Input, datetime | None], dict[str, int]]:
+    """Each input's time; None: read to its end."""
     record = orjson.loads(value)
-    times = {(topic, int(partition)): datetime.fromtimestamp(at, timezone.utc)
+    times = {(topic, int(partition)): None if at is None else datetime.fromtimestamp(at, timezone.utc)
              for topic, partition, at in record["marks"]}
     return times, {topic: int(count) for topic, count in record["partitions"].items()}

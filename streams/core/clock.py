@@ -10,8 +10,8 @@ Two modes use it:
 
 - wall clock (production): events are decided when read, at the wall clock;
   a pending message fires once the floor of its rule's inputs has passed its
-  due time (an input's time is its records' broker time, and "now" once it is
-  read to its end).
+  due time (an input's time is its records' broker time; read to its end, it
+  is "now" until its next record is read).
 - event time (the simulator, replays, the demo): ``Timeline`` holds events back
   and hands them on in event-time order (ties by event id) once every input has
   been read past them, firing what fell due before each one at its due time.
@@ -61,10 +61,14 @@ class Watermarks:
             self._partitions[topic] = partitions
 
     def read(self, source: Input, moment: datetime) -> None:
-        """``source`` has been read up to ``moment``; a watermark never goes back."""
+        """``source`` has been read up to ``moment``; a watermark goes back only from its end."""
         known = self._times.get(source)
-        if known is None or moment > known:
+        if known is None or moment > known or known == FOREVER:
             self._times[source] = moment
+
+    def at_end(self, source: Input) -> None:
+        """Wall clock: ``source`` is read to its end, so up to now, whatever now is, until its next record."""
+        self._times[source] = FOREVER
 
     def floor(self, topics: Iterable[str]) -> datetime | None:
         """The time every partition of ``topics`` has been read past; None while any is not heard of."""

@@ -62,11 +62,17 @@ def test_behind_each_batch_every_partition_learns_how_far_each_input_is_read_in_
     assert told == [(p, {("orders", 0): latest}, {"orders": 3, "carts": 3, "outages": 3}) for p in range(4)]
 
 
-def test_on_the_wall_clock_an_input_is_read_up_to_its_records_broker_time_never_past_now():
-    before = (NOW - timedelta(minutes=5)).timestamp()
-    for received, expected in [(before, NOW - timedelta(minutes=5)), ((NOW + timedelta(hours=1)).timestamp(), NOW)]:
-        pipeline, producer = run([DELAY], received=received, settings=Settings(clock="wall"))
-        assert {told[("orders", 0)] for _, told, _ in watermarks(pipeline, producer)} == {expected}
+@pytest.mark.parametrize("occurred, received, expected", [
+    (-10, -5, -10),  # its event time
+    (-1, -5, -5),  # published late: no later than the broker took it
+    (30, 60, 0),  # dated ahead: never past now
+])
+def test_on_the_wall_clock_an_input_is_read_up_to_its_event_time_bounded_by_broker_time_and_now(
+        occurred, received, expected):
+    minutes = lambda n: NOW + timedelta(minutes=n)  # noqa: E731
+    record = with_fields(DELAY, occurred_at=minutes(occurred).isoformat())
+    pipeline, producer = run([record], received=minutes(received).timestamp(), settings=Settings(clock="wall"))
+    assert {told[("orders", 0)] for _, told, _ in watermarks(pipeline, producer)} == {minutes(expected)}
 
 
 def test_customer_records_tell_no_watermark():
