@@ -228,10 +228,10 @@ class Settings:
     log_level: str = setting("FOREWARN_LOG_LEVEL", "info", "worker log level (`debug`, `info`, `warning`)")
     clock: str = setting("FOREWARN_CLOCK", "wall", "`wall` (production) or `event`: decide on the events' own "
                          "time, like the simulator", "clock")
-    event_lateness: float = setting("FOREWARN_EVENT_LATENESS", 3600.0, "event time: seconds a pending message "
-                                    "waits for later events before it is decided", "float")
-    event_idle: float = setting("FOREWARN_EVENT_IDLE", 3.0, "event time: seconds without events after which "
-                                "everything pending is decided", "float")
+    event_lateness: float = setting("FOREWARN_EVENT_LATENESS", 3600.0, "event time: seconds an event waits "
+                                    "beyond every input's watermark, for records out of order within an input", "float")
+    event_idle: float = setting("FOREWARN_EVENT_IDLE", 3.0, "event time: seconds without input after which "
+                                "everything held and pending is decided", "float")
     producer_batch_bytes: int = setting("FOREWARN_PRODUCER_BATCH_BYTES", 1_000_000, "largest record batch the "
                                         "worker produces; under the 1 MiB a Kafka broker takes by default", "int")
     dispatch: bool = setting("FOREWARN_DISPATCH", True, "0: this worker decides but does not send (separate "

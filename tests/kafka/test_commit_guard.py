@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.kafka.commit_guard import CommitGuard, ReadFence, StallWatch
+from streams.kafka.commit_guard import CommitGuard, Holds, ReadFence, StallWatch
 
 P = ("notifications", 1)
 
@@ -133,3 +133,17 @@ def test_a_partition_that_moves_or_a_busy_worker_is_not_read_again():
     assert watch.check({P: 200}, True, 25.0) == []
     assert watch.check({}, True, 40.0) == []  # caught up
     assert watch.check({P: 200}, True, 41.0) == []
+
+
+def test_a_held_record_caps_the_commit_at_its_offset_until_it_is_released():
+    holds = Holds()
+    assert holds.cap(("forewarn-events", 0), 10) == (False, None)  # nothing held: faust's own commit
+    assert holds.hold(("forewarn-events", 0), 14) and holds.hold(("forewarn-events", 0), 12)
+    assert not holds.hold(("forewarn-events", 0), 12)  # read again after a seek: held already
+    assert holds.cap(("forewarn-events", 0), 10) == (True, 12)  # the lowest held is read again after a crash
+    assert holds.cap(("forewarn-events", 0), 12) == (True, None)  # committed up to it already
+    assert holds.cap(("forewarn-events", 1), 10) == (False, None)  # other partitions go on
+    holds.release(("forewarn-events", 0), 12)
+    assert holds.cap(("forewarn-events", 0), 12) == (True, 14)
+    holds.drop()
+    assert holds.cap(("forewarn-events", 0), 12) == (False, None)
