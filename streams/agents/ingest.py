@@ -94,7 +94,7 @@ class Ingest:
         """Wall clock: an input read to its end is read up to now, until its next record; said once."""
         if self.settings.clock != "wall":
             return
-        done = await ends.read_to_end(self.processed)
+        done = await ends.read_to_end(self.processed, self._told_at_end)
         async with self.lock:
             news = [source for source in done if source not in self._told_at_end]
             await self.tell(dict.fromkeys(news))

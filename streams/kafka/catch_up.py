@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import faust
 from kafka import TopicPartition
@@ -140,8 +140,12 @@ class InputEnds:
         self.bootstrap = bootstrap
         self.topics = set(topics)
 
-    async def read_to_end(self, processed: Mapping[tuple[str, int], int]) -> list[tuple[str, int]]:
-        """The assigned partitions whose next offset to read, after ``processed``, is their end."""
+    async def read_to_end(self, processed: Mapping[tuple[str, int], int],
+                          known: Collection[tuple[str, int]] = ()) -> list[tuple[str, int]]:
+        """The assigned partitions whose next offset to read, after ``processed``, is their end.
+
+        ``known``: partitions already found so; not asked about again.
+        """
         app = self.app
         if app.rebalancing:
             return []
@@ -150,7 +154,7 @@ class InputEnds:
         candidates: dict[tuple[str, int], int] = {}
         for tp in consumer.assignment():
             key = (tp.topic, tp.partition)
-            if tp.topic not in self.topics:
+            if tp.topic not in self.topics or key in known:
                 continue
             known = [processed[key] + 1] if key in processed else []
             known += [offset for offset in (committed.get(key), faust_fixes.start_offsets.get(key)) if offset is not None]
