@@ -23,8 +23,8 @@ from tests.conftest import cart, event, write
 
 pytestmark = pytest.mark.broker
 DEMO = ROOT / "config" / "demo"
-WAIT = 3  # seconds
-FILLER = 6_000  # events per source topic pair in the backlog: many seconds of work for one worker
+WAIT = 2  # seconds
+FILLER = 3_000  # events per source topic pair in the backlog: many seconds of work for one worker
 
 RULES = f"""\
 version: 1
