@@ -73,10 +73,12 @@ class Ingest:
             await self.sends.end_batch()
             await self.tell(self._read)
             self._told_at_end -= self._read.keys()
+            for event in events:  # under the lock: the end check must not miss a batch in progress
+                message = event.message
+                self.processed[(message.topic, message.partition)] = message.offset
         observe_lag("ingest", events)
         for event in events:
             message = event.message
-            self.processed[(message.topic, message.partition)] = message.offset
             if not self.catch_up.open:
                 self.catch_up.processed(message.topic, message.partition, message.offset)
 
@@ -96,7 +98,10 @@ class Ingest:
             return
         done = await ends.read_to_end(self.processed, self._told_at_end)
         async with self.lock:
-            news = [source for source in done if source not in self._told_at_end]
+            # Only what nothing was read from since its end was checked: a record read meanwhile may have
+            # come after that end, and then the input is not "now" but that record's time.
+            news = [source for source, after in done if source not in self._told_at_end
+                    and self.processed.get(source, -1) + 1 <= after]
             await self.tell(dict.fromkeys(news))
             self._told_at_end.update(news)
 

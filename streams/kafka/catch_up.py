@@ -141,8 +141,8 @@ class InputEnds:
         self.topics = set(topics)
 
     async def read_to_end(self, processed: Mapping[tuple[str, int], int],
-                          known: Collection[tuple[str, int]] = ()) -> list[tuple[str, int]]:
-        """The assigned partitions whose next offset to read, after ``processed``, is their end.
+                          known: Collection[tuple[str, int]] = ()) -> list[tuple[tuple[str, int], int]]:
+        """The assigned partitions whose next offset to read, after ``processed``, is their end; with that offset.
 
         ``known``: partitions already found so; not asked about again.
         """
@@ -169,4 +169,4 @@ class InputEnds:
         except Exception as exc:  # noqa: BLE001  broker trouble: the watermarks wait for the next tick
             log.debug("reading end offsets for the watermarks failed: %r", exc)
             return []
-        return [key for key, after in candidates.items() if after >= ends.get(TopicPartition(*key), after + 1)]
+        return [(key, after) for key, after in candidates.items() if after >= ends.get(TopicPartition(*key), after + 1)]
