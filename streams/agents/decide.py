@@ -32,7 +32,7 @@ from streams.agents import marks
 from streams.agents.contain import Containment, Poison
 from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
-from streams.core.clock import FOREVER, Idle, Step, Timeline, Watermarks, moves_clock, wall_now
+from streams.core.clock import Idle, Step, Timeline, Watermarks, moves_clock, wall_now
 from streams.core.config import CoreConfig
 from streams.core.decider import Decider, Decision, Notification
 from streams.core.directory import CustomerDirectory, owner_partition

@@ -88,9 +88,6 @@ class Watermarks:
                     least = moment
         return least
 
-    def inputs(self) -> dict[Input, datetime]:
-        return dict(self._times)
-
 
 @dataclass(frozen=True)
 class Step:
