@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import faust
@@ -32,7 +31,7 @@ from streams.agents import marks
 from streams.agents.contain import Containment, Poison
 from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
-from streams.core.clock import Idle, Step, Timeline, Watermarks, moves_clock, wall_now
+from streams.core.clock import Step, Timeline, Watermarks, moves_clock, wall_now
 from streams.core.config import CoreConfig
 from streams.core.decider import Decider, Decision, Notification
 from streams.core.directory import CustomerDirectory, owner_partition
@@ -57,13 +56,11 @@ class Timing:
 
     event_time: bool = False
     lateness: timedelta = timedelta(0)
-    idle: float = 3.0  # event time: seconds without input after which everything held is decided
     now: Callable[[], datetime] = wall_now
-    monotonic: Callable[[], float] = field(default=time.monotonic)
 
 
 def timing_for(settings: Settings) -> Timing:
-    return Timing(settings.clock == "event", timedelta(seconds=settings.event_lateness), settings.event_idle)
+    return Timing(settings.clock == "event", timedelta(seconds=settings.event_lateness))
 
 
 class Decide:
@@ -86,11 +83,6 @@ class Decide:
                                            & set(self.clock_topics)) for rule in decider.rules.rules}
         self.watermarks: dict[int, Watermarks] = {}  # per partition of forewarn-events
         self.timelines: dict[int, Timeline] = {}  # event time: what each partition holds back
-        self.idle = Idle(timing.idle, timing.monotonic)
-        # A flush asked for while idle counts only if nothing was read since: its record carries this.
-        self._reads = 0
-        self._flush_asked: str | None = None
-        self._nonce = uuid.uuid4().hex[:8]
 
     def owned_by(self, partitions: set[int]) -> Callable[[str], bool]:
         count = self.settings.partitions
@@ -117,9 +109,6 @@ class Decide:
     async def batch(self, events) -> None:
         # In batches, so that waiting for Kafka to acknowledge the notifications before the states that
         # record them are logged (``Sends.settle``) costs one round trip per batch, not per event.
-        self.idle.read()
-        if any(not _is_flush(event) for event in events):
-            self._reads += 1
         with gc_tuning.in_progress():  # no full collection in the middle of a fan-out
             touched: set[int] = set()
             for event in events:
@@ -131,7 +120,6 @@ class Decide:
                 for partition in sorted(touched):
                     await self.decide_held(partition, self.timeline(partition).release())
             await self.sends.settle()
-        self.idle.read()  # a long batch is not idleness
         observe_lag("decide", events)
 
     def _contained(self, event) -> Containment:
@@ -178,11 +166,6 @@ class Decide:
                 watermarks.read(source, moment)
 
     async def _due(self, payload: dict, partition: int) -> str:
-        if "flush" in payload:
-            if payload["flush"] != self._flush_token():
-                return "flush-stale"  # something was read after it was asked for: not over yet
-            await self.decide_held(partition, self.timeline(partition).flush())
-            return "flush"
         due = Due(payload["at"], payload["customer_id"], payload["pending_id"], payload["version"])
         if not self.catch_up.open:
             # Fired before a rebalance, read after it: back to the index until the events are read.
@@ -211,8 +194,7 @@ class Decide:
     async def fire_due(self, caught_up: Callable[[], Awaitable[bool]]) -> None:
         """The 1 s timer: hand what is due to the decide agent through ``forewarn-due``; it writes no table."""
         if self.timing.event_time:
-            await self._flush_when_idle()
-            return
+            return  # pending messages fire as the timelines pass their due times
         if not self.catch_up.open and not await caught_up():
             return
         owned = self.owned()
@@ -240,22 +222,6 @@ class Decide:
             floors = [self.marks(partition).floor(inputs) for partition in owned]
             limits[rule] = min(now, *floors) if floors and None not in floors else None
         return lambda rule: limits.get(rule, now)  # a rule removed since: its entries fire, and come to nothing
-
-    async def _flush_when_idle(self) -> None:
-        """Event time: the input has gone quiet, so the replay is over; each owned partition decides all it holds."""
-        token = self._flush_token()
-        if not self.idle.idle or self._flush_asked == token:
-            return
-        owned = self.owned()
-        waiting = [p for p in sorted(owned) if len(self.timeline(p)) or self.decider.due.next_at({p}) is not None]
-        if not waiting:
-            return
-        self._flush_asked = token
-        for partition in waiting:
-            await self.pipeline.due.send(key=b"", value=orjson.dumps({"flush": token}), partition=partition)
-
-    def _flush_token(self) -> str:
-        return f"{self._nonce}:{self._reads}"
 
     async def _send_due(self, customer_id: str, record: dict) -> None:
         await self.pipeline.due.send(key=customer_id.encode(), value=orjson.dumps(record),
@@ -303,10 +269,6 @@ class Decide:
                 NOTIFICATIONS.labels(rule, channel).inc(count)
             for (rule, reason), count in suppressed.items():
                 SUPPRESSED.labels(rule, reason).inc(count)
-
-
-def _is_flush(event) -> bool:
-    return event.value is not None and event.value.startswith(b'{"flush"')
 
 
 def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: CatchUp,

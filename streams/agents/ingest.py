@@ -10,6 +10,7 @@ batch routed, ingest tells every partition how far it has read each input
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -20,7 +21,7 @@ from streams.agents import marks
 from streams.agents.contain import Containment, Poison
 from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
-from streams.core.clock import Input, event_time, moves_clock, wall_now
+from streams.core.clock import NEVER, Input, Quiet, event_time, moves_clock, wall_now
 from streams.core.directory import owner_partition
 from streams.core.events import deadletter_record, parse_event
 from streams.errors import EventError
@@ -48,7 +49,7 @@ class Ingest:
 
     def __init__(self, pipeline: Pipeline, sends: Sends, catch_up: CatchUp, poison: Poison | None = None,
                  partitions_of: Callable[[str], int | None] = lambda _: None,
-                 now: Callable[[], datetime] = wall_now):
+                 now: Callable[[], datetime] = wall_now, monotonic: Callable[[], float] = time.monotonic):
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.sends = sends
@@ -60,7 +61,11 @@ class Ingest:
         self.clock_topics = (topics.orders, topics.carts, topics.outages)  # customer records move no clock
         self.processed: dict[Input, int] = {}  # the last offset of each input whose routing is in the producer
         self._read: dict[Input, datetime] = {}  # how far this batch read each input
-        self._told_at_end: set[Input] = set()  # wall clock: inputs said to be read to their end since their last record
+        self._told_at_end: set[Input] = set()  # inputs said to be read to their end since their last record
+        self._latest: dict[Input, datetime] = {}  # event time: how far each input's records have gone
+        # Event time: an input read to its end holds the others back until it has been quiet this long
+        # (Kafka Streams' max.task.idle.ms); on the wall clock, an input read to its end is simply "now".
+        self.quiet = Quiet(self.settings.event_idle if self.settings.clock == "event" else 0.0, monotonic)
         self.lock = asyncio.Lock()  # the batch and the wall-clock timer share the producer's open batches
 
     async def batch(self, events) -> None:
@@ -71,8 +76,11 @@ class Ingest:
             for event in events:
                 await self.containment.run(event, self.route)
             await self.sends.end_batch()
-            await self.tell(self._read)
-            self._told_at_end -= self._read.keys()
+            times = {**self._waiting_again(), **self._read}
+            await self.tell(times)
+            self._told_at_end -= times.keys()
+            self._latest.update(self._read)
+            self.quiet.heard(times)
             for event in events:  # under the lock: the end check must not miss a batch in progress
                 message = event.message
                 self.processed[(message.topic, message.partition)] = message.offset
@@ -92,16 +100,25 @@ class Ingest:
             await self.sends.send(self.pipeline.events, marks.KEY, value, partition)
         await self.sends.end_batch()
 
+    def _waiting_again(self) -> dict[Input, datetime]:
+        """Event time: inputs told to be read to their end hold the others back again once another moves.
+
+        Without this, an input found empty before a replay reached it would let every other input's
+        events through ahead of its own.
+        """
+        if self.settings.clock != "event" or not self._read:
+            return {}
+        return {source: self._latest.get(source, NEVER) for source in self._told_at_end - self._read.keys()}
+
     async def tell_read_to_end(self, ends: InputEnds) -> None:
-        """Wall clock: an input read to its end is read up to now, until its next record; said once."""
-        if self.settings.clock != "wall":
-            return
-        done = await ends.read_to_end(self.processed, self._told_at_end)
+        """An input read to its end (in event time: and quiet for a while) holds nothing back until its next
+        record; said once."""
+        done = await ends.read_to_end(self.processed, self._told_at_end | self.quiet.waiting())
         async with self.lock:
             # Only what nothing was read from since its end was checked: a record read meanwhile may have
-            # come after that end, and then the input is not "now" but that record's time.
+            # come after that end, and then the input is read only up to that record's time.
             news = [source for source, after in done if source not in self._told_at_end
-                    and self.processed.get(source, -1) + 1 <= after]
+                    and self.processed.get(source, -1) + 1 <= after and self.quiet.quiet(source)]
             await self.tell(dict.fromkeys(news))
             self._told_at_end.update(news)
 

@@ -1,12 +1,13 @@
 """Watermark records: how far ingest has read each source partition, told to every decide partition.
 
-Ingest writes one after each batch (and, on the wall clock, every second for
-the partitions it has read to their end) into every partition of
+Ingest writes one after each batch (and, every second, for the partitions it
+has read to their end: on the wall clock at once, in event time once they have
+been quiet for ``FOREWARN_EVENT_IDLE``) into every partition of
 ``forewarn-events``, behind the events it routed there. When decide reads it,
 it has read everything ingest routed to that partition from those inputs up to
-that time; an input without a time is read to its end ("now", until its
-next record is read). The key cannot be a customer's or an outage's id: those have no
-control characters (``schemas/common.json``).
+that time; an input without a time is read to its end and holds nothing back
+until its next record. The key cannot be a customer's or an outage's id: those
+have no control characters (``schemas/common.json``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,11 @@ Two modes use it:
 - event time (the simulator, replays, the demo): ``Timeline`` holds events back
   and hands them on in event-time order (ties by event id) once every input has
   been read past them, firing what fell due before each one at its due time.
-  The simulator is the same code over one input, its file: sorted input passes
-  straight through.
+  An input read to its end holds the others back until it has been ``Quiet``
+  for a while (as Kafka Streams' ``max.task.idle.ms``); when every input is,
+  the replay is over and everything held and pending is decided. The simulator
+  is the same code over one input, its file: sorted input passes straight
+  through.
 
 Customer records move no clock: a customer file carries the time it was
 loaded, not the story's time, and moving the clock with it would fire pending
@@ -33,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 FOREVER = datetime.max.replace(tzinfo=timezone.utc)
+NEVER = datetime.min.replace(tzinfo=timezone.utc)  # an input read to nothing yet
 Input = tuple[str, int]  # (source topic, partition)
 
 
@@ -67,7 +71,8 @@ class Watermarks:
             self._times[source] = moment
 
     def at_end(self, source: Input) -> None:
-        """Wall clock: ``source`` is read to its end, so up to now, whatever now is, until its next record."""
+        """``source`` is read to its end: it holds nothing back until its next record (on the wall clock, it is
+        read up to now, whatever now is)."""
         self._times[source] = FOREVER
 
     def floor(self, topics: Iterable[str]) -> datetime | None:
@@ -122,7 +127,7 @@ class Timeline:
     def release(self) -> Iterator[Step]:
         """The events every input has been read past, then what fell due up to there."""
         floor = self.watermarks.floor(self.topics)
-        if floor is None:
+        if floor is None or floor - NEVER <= self.lateness:  # an input read to nothing yet
             return
         bound = floor - self.lateness
         yield from self._pop(lambda at: at < bound)
@@ -154,17 +159,23 @@ class Timeline:
             yield Step(self.decided, event, ref)
 
 
-class Idle:
-    """Whether nothing has been read for ``seconds``: a replay that has gone quiet is over."""
+class Quiet:
+    """Since when each input has been quiet: heard of less than ``seconds`` ago, it is still waiting."""
 
     def __init__(self, seconds: float, monotonic: Callable[[], float] = time.monotonic):
         self.seconds = seconds
         self._monotonic = monotonic
-        self._last = monotonic()
+        self._heard: dict[Input, float] = {}
 
-    def read(self) -> None:
-        self._last = self._monotonic()
+    def heard(self, sources: Iterable[Input]) -> None:
+        now = self._monotonic()
+        for source in sources:
+            self._heard[source] = now
 
-    @property
-    def idle(self) -> bool:
-        return self._monotonic() - self._last >= self.seconds
+    def quiet(self, source: Input) -> bool:
+        heard = self._heard.get(source)
+        return heard is None or self._monotonic() - heard >= self.seconds
+
+    def waiting(self) -> set[Input]:
+        now = self._monotonic()
+        return {source for source, heard in self._heard.items() if now - heard < self.seconds}

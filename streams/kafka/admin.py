@@ -121,7 +121,16 @@ class CheckedProducer(KafkaProducer):
 
     kafka-python reports a failed delivery only on the message's future, and
     the tools do not keep a future per message (a million-customer file).
+
+    It also survives a race in kafka-python 3.0's metadata: the answer to a
+    metadata request made before a topic was added (on the bootstrap
+    connection) can arrive after one that has it and wipe the topic out of the
+    client's metadata, and the next ``send`` to it raises ("Topic ... not found
+    in ClusterMetadata", or a TypeError in the partitioner). Asking for the
+    topic's partitions again brings it back.
     """
+
+    METADATA_RETRIES = 5
 
     def __init__(self, **configs: Any) -> None:
         super().__init__(**configs)
@@ -129,8 +138,16 @@ class CheckedProducer(KafkaProducer):
         self.first_failure: BaseException | None = None
         self._closing = False
 
-    def send(self, *args: Any, **kwargs: Any):
-        future = super().send(*args, **kwargs)
+    def send(self, topic: str, *args: Any, **kwargs: Any):
+        for attempt in range(self.METADATA_RETRIES + 1):
+            try:
+                future = super().send(topic, *args, **kwargs)
+                break
+            except (ValueError, TypeError):  # which of the two depends on where the answer lands
+                if attempt == self.METADATA_RETRIES or self._metadata.partitions_for_topic(topic) is not None:
+                    raise
+                self._metadata.request_update()
+                self.partitions_for(topic)
         future.add_errback(self._failed)
         return future
 
@@ -157,8 +174,12 @@ class CheckedProducer(KafkaProducer):
 
 
 def producer(bootstrap: str, **options: Any) -> CheckedProducer:
+    # Not idempotent (kafka-python 3 is by default): once Tansu refuses one batch of a sequence it refuses
+    # every later one of that partition, and they expire after two minutes. One request in flight keeps
+    # each partition's records in order when one is retried.
     return CheckedProducer(**client_options(bootstrap),
-                           **{"acks": "all", "linger_ms": 5, **options})
+                           **{"acks": "all", "linger_ms": 5, "enable_idempotence": False,
+                              "max_in_flight_requests_per_connection": 1, **options})
 
 
 def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> int:

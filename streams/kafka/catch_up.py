@@ -156,9 +156,9 @@ class InputEnds:
             key = (tp.topic, tp.partition)
             if tp.topic not in self.topics or key in known:
                 continue
-            known = [processed[key] + 1] if key in processed else []
-            known += [offset for offset in (committed.get(key), faust_fixes.start_offsets.get(key)) if offset is not None]
-            after = max(known, default=None)
+            starts = [processed[key] + 1] if key in processed else []
+            starts += [offset for offset in (committed.get(key), faust_fixes.start_offsets.get(key)) if offset is not None]
+            after = max(starts, default=None)
             if after is not None and after >= (consumer.highwater(tp) or 0):
                 candidates[key] = after
         if not candidates:

@@ -13,6 +13,7 @@ from kafka.errors import KafkaTimeoutError
 from streams.agents import marks
 from streams.agents.contain import Poison
 from streams.agents.ingest import Ingest
+from streams.core.clock import NEVER
 from streams.core.directory import owner_partition
 from streams.kafka.catch_up import CatchUp
 from streams.kafka.sends import Sends
@@ -79,6 +80,50 @@ def test_customer_records_tell_no_watermark():
     record = orjson.dumps(upsert_event(CUSTOMER, NOW))
     pipeline, producer = run([record], settings=Settings(clock="event"), topic="customers")
     assert watermarks(pipeline, producer) == []
+
+
+class AllAtEnd:
+    """InputEnds over these inputs, each read to its end right after what was processed."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+    async def read_to_end(self, processed, known=()):
+        return [(source, processed.get(source, -1) + 1) for source in self.inputs if source not in known]
+
+
+def told_at_end(pipeline, producer, after: int = 0) -> list[set]:
+    return [{source for source, moment in told.items() if moment is None}
+            for partition, told, _ in watermarks(pipeline, producer)[after:] if partition == 0]
+
+
+def test_in_event_time_an_input_read_to_its_end_is_told_so_once_quiet_and_holds_back_again_when_another_moves():
+    now = [100.0]
+    pipeline, producer, offsets = fake_pipeline(Settings(clock="event")), FakeProducer(auto_ack=True), Offsets()
+    hop = Ingest(pipeline, Sends(lambda: producer), CatchUp([]), partitions_of=lambda _: 1, now=lambda: NOW,
+                 monotonic=lambda: now[0])
+    ends = AllAtEnd([("orders", 0), ("carts", 0)])
+    asyncio.run(hop.tell_read_to_end(ends))  # nothing read yet: both empty, nothing to wait for
+    assert told_at_end(pipeline, producer) == [{("orders", 0), ("carts", 0)}]
+    asyncio.run(hop.batch([offsets.event("orders", 0, DELAY, key=b"k")]))
+    [(_, told, _)] = [mark for mark in watermarks(pipeline, producer)[4:] if mark[0] == 0]
+    assert told == {("orders", 0): datetime.fromisoformat(orjson.loads(DELAY)["occurred_at"]), ("carts", 0): NEVER}
+    now[0] += 2.9
+    asyncio.run(hop.tell_read_to_end(ends))
+    assert len(watermarks(pipeline, producer)) == 8  # both heard of 2.9 s ago: still waiting
+    now[0] += 0.1
+    asyncio.run(hop.tell_read_to_end(ends))
+    assert told_at_end(pipeline, producer, 8) == [{("orders", 0), ("carts", 0)}]
+    asyncio.run(hop.tell_read_to_end(ends))
+    assert len(watermarks(pipeline, producer)) == 12  # said once
+
+
+def test_on_the_wall_clock_an_input_read_to_its_end_is_told_so_at_once():
+    pipeline, producer, offsets = fake_pipeline(Settings(clock="wall")), FakeProducer(auto_ack=True), Offsets()
+    hop = Ingest(pipeline, Sends(lambda: producer), CatchUp([]), partitions_of=lambda _: 1, now=lambda: NOW)
+    asyncio.run(hop.batch([offsets.event("orders", 0, DELAY, key=b"k", timestamp=NOW.timestamp())]))
+    asyncio.run(hop.tell_read_to_end(AllAtEnd([("orders", 0)])))
+    assert told_at_end(pipeline, producer) == [set(), {("orders", 0)}]
 
 
 NESTED = with_fields(next(line for line in DEMO_EVENTS if b'"cart.updated"' in line),

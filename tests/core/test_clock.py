@@ -1,4 +1,4 @@
-"""The decision clock: watermarks per input, the event-time timeline, the idle end of a replay."""
+"""The decision clock: watermarks per input, the event-time timeline, how long a quiet input holds back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from streams.core.clock import FOREVER, Idle, Step, Timeline, Watermarks
+from streams.core.clock import FOREVER, NEVER, Quiet, Step, Timeline, Watermarks
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -135,11 +135,30 @@ def test_dropped_events_are_forgotten_and_refs_name_what_is_held():
     assert timeline.drop() == 2 and len(timeline) == 0
 
 
-@pytest.mark.parametrize("quiet, idle", [(2.9, False), (3.0, True)])
-def test_a_replay_is_over_after_idle_seconds_without_input(quiet, idle):
+@pytest.mark.parametrize("quiet_for, quiet", [(2.9, False), (3.0, True)])
+def test_an_input_heard_of_waits_its_seconds_before_it_is_quiet_and_one_never_heard_of_is_quiet(quiet_for, quiet):
     now = [100.0]
-    watch = Idle(3.0, monotonic=lambda: now[0])
-    now[0] += quiet
-    assert watch.idle is idle
-    watch.read()
-    assert watch.idle is False
+    inputs = Quiet(3.0, monotonic=lambda: now[0])
+    assert inputs.quiet(("carts", 0))
+    inputs.heard([("carts", 0)])
+    now[0] += quiet_for
+    assert inputs.quiet(("carts", 0)) is quiet and inputs.waiting() == (set() if quiet else {("carts", 0)})
+    inputs.heard([("carts", 0)])
+    assert not inputs.quiet(("carts", 0))
+
+
+def test_an_input_read_to_its_end_holds_nothing_back_until_it_is_told_a_time_again():
+    marks = Watermarks()
+    marks.expect("orders", 1)
+    marks.expect("carts", 1)
+    marks.read(("orders", 0), t(10))
+    marks.at_end(("carts", 0))
+    assert marks.floor(("orders", "carts")) == t(10)
+    marks.read(("carts", 0), NEVER)  # told again: not read past anything yet
+    assert marks.floor(("orders", "carts")) == NEVER
+    timeline = Timeline(marks, ("orders", "carts"), lateness=timedelta(hours=1))
+    timeline.add(event(5))
+    assert list(timeline.release()) == []
+    marks.at_end(("orders", 0))
+    marks.at_end(("carts", 0))
+    assert marks.floor(("orders", "carts")) == FOREVER

@@ -263,7 +263,7 @@ def test_two_workers_one_killed_and_rejoining_lose_and_double_nothing(broker, se
         report("rebalance", recipients=size.recipients, carts=size.carts, killed_at=killed_at,
                rejoined_at=rejoined_at, seconds=round(time.monotonic() - started, 1), **figures)
         if not finished:
-            explain(broker, pipeline, fake, worker)
+            explain(broker, pipeline, fake, first)
         assert finished, (figures, first.log()[-3000:])
         assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
                            "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}
