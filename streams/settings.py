@@ -230,8 +230,8 @@ class Settings:
                          "time, like the simulator", "clock")
     event_lateness: float = setting("FOREWARN_EVENT_LATENESS", 3600.0, "event time: seconds an event waits "
                                     "beyond every input's watermark, for records out of order within an input", "float")
-    event_idle: float = setting("FOREWARN_EVENT_IDLE", 3.0, "event time: seconds an input read to its end "
-                                "holds the others back; all quiet, everything held and pending is decided", "float")
+    event_idle: float = setting("FOREWARN_EVENT_IDLE", 3.0, "event time: seconds without input after which "
+                                "everything held and pending is decided", "float")
     producer_batch_bytes: int = setting("FOREWARN_PRODUCER_BATCH_BYTES", 1_000_000, "largest record batch the "
                                         "worker produces; under the 1 MiB a Kafka broker takes by default", "int")
     dispatch: bool = setting("FOREWARN_DISPATCH", True, "0: this worker decides but does not send (separate "

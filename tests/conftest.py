@@ -20,6 +20,14 @@ from streams.settings import ROOT, Settings
 os.environ.setdefault("FOREWARN_SESSION_TIMEOUT", "6")
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The kill tests run one after the other on one xdist worker and are the longest chain: start them first."""
+    def serial(item) -> bool:
+        return any(mark.args == ("kills",) for mark in item.iter_markers("xdist_group"))
+
+    items.sort(key=lambda item: not serial(item))
+
+
 def pytest_addoption(parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
                      help="the fault suite at full size (tests/faults; see the README)")

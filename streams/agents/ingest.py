@@ -63,8 +63,8 @@ class Ingest:
         self._read: dict[Input, datetime] = {}  # how far this batch read each input
         self._told_at_end: set[Input] = set()  # inputs said to be read to their end since their last record
         self._latest: dict[Input, datetime] = {}  # event time: how far each input's records have gone
-        # Event time: an input read to its end holds the others back until it has been quiet this long
-        # (Kafka Streams' max.task.idle.ms); on the wall clock, an input read to its end is simply "now".
+        # Event time: inputs read to their end hold the others back until every input has been quiet this
+        # long; on the wall clock, an input read to its end is simply "now".
         self.quiet = Quiet(self.settings.event_idle if self.settings.clock == "event" else 0.0, monotonic)
         self.lock = asyncio.Lock()  # the batch and the wall-clock timer share the producer's open batches
 
@@ -113,7 +113,12 @@ class Ingest:
     async def tell_read_to_end(self, ends: InputEnds) -> None:
         """An input read to its end (in event time: and quiet for a while) holds nothing back until its next
         record; said once."""
-        done = await ends.read_to_end(self.processed, self._told_at_end | self.quiet.waiting())
+        if self.quiet.waiting():
+            # Event time: not while any input is still being read. A topic that pauses longer than the wait
+            # while others flow would let their events through ahead of its own, and a replay must equal
+            # the simulator however it is produced.
+            return
+        done = await ends.read_to_end(self.processed, self._told_at_end)
         async with self.lock:
             # Only what nothing was read from since its end was checked: a record read meanwhile may have
             # come after that end, and then the input is read only up to that record's time.

@@ -15,8 +15,8 @@ Two modes use it:
 - event time (the simulator, replays, the demo): ``Timeline`` holds events back
   and hands them on in event-time order (ties by event id) once every input has
   been read past them, firing what fell due before each one at its due time.
-  An input read to its end holds the others back until it has been ``Quiet``
-  for a while (as Kafka Streams' ``max.task.idle.ms``); when every input is,
+  Inputs read to their end hold the others back until every one has been
+  ``Quiet`` for a while; then
   the replay is over and everything held and pending is decided. The simulator
   is the same code over one input, its file: sorted input passes straight
   through.
