@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import faust
 import orjson
@@ -32,6 +32,9 @@ from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
 
 BATCH = 1_000  # events routed before their messages are shipped together
 BATCH_WAIT = 0.005  # seconds a batch waits to fill: what a lone event waits at most
+# Wall clock: how long a record stamped by its producer may take to reach the broker. An input read to its end
+# is read up to when that was checked, less this: a record stamped before, appended after, is not late.
+END_GRACE = timedelta(seconds=1)
 
 
 def routes(event: dict, partitions: int) -> list[tuple[bytes, int]]:
@@ -64,7 +67,7 @@ class Ingest:
         self._told_at_end: set[Input] = set()  # inputs said to be read to their end since their last record
         self._latest: dict[Input, datetime] = {}  # event time: how far each input's records have gone
         # Event time: inputs read to their end hold the others back until every input has been quiet this
-        # long; on the wall clock, an input read to its end is simply "now".
+        # long; on the wall clock, an input read to its end is read up to when that was checked.
         self.quiet = Quiet(self.settings.event_idle if self.settings.clock == "event" else 0.0, monotonic)
         self.lock = asyncio.Lock()  # the batch and the wall-clock timer share the producer's open batches
 
@@ -80,7 +83,8 @@ class Ingest:
             await self.tell(times)
             self._told_at_end -= times.keys()
             self._latest.update(self._read)
-            self.quiet.heard(times)
+            if times:
+                self.quiet.heard()
             for event in events:  # under the lock: the end check must not miss a batch in progress
                 message = event.message
                 self.processed[(message.topic, message.partition)] = message.offset
@@ -111,21 +115,39 @@ class Ingest:
         return {source: self._latest.get(source, NEVER) for source in self._told_at_end - self._read.keys()}
 
     async def tell_read_to_end(self, ends: InputEnds) -> None:
-        """An input read to its end (in event time: and quiet for a while) holds nothing back until its next
-        record; said once."""
+        """Inputs read to their end: on the wall clock, read up to when their end was checked (less
+        ``END_GRACE``), told each tick; in event time, holding nothing back until their next record, told once
+        they are quiet."""
+        if self.settings.clock == "wall":
+            await self._tell_wall_ends(ends)
+        else:
+            await self._tell_event_ends(ends)
+
+    async def _tell_wall_ends(self, ends: InputEnds) -> None:
+        # Not "now, until its next record": a record that reached the broker just after its end was read
+        # could then wait in a slow ingest while pending messages it cancels fire.
+        checked = self.now() - END_GRACE
+        done = await ends.read_to_end(self.processed)
+        async with self.lock:
+            await self.tell({source: checked for source, after in done if self._nothing_read_since(source, after)})
+
+    async def _tell_event_ends(self, ends: InputEnds) -> None:
         if self.quiet.waiting():
-            # Event time: not while any input is still being read. A topic that pauses longer than the wait
-            # while others flow would let their events through ahead of its own, and a replay must equal
-            # the simulator however it is produced.
+            # Not while any input is still being read. A topic that pauses longer than the wait while others
+            # flow would let their events through ahead of its own, and a replay must equal the simulator
+            # however it is produced.
             return
         done = await ends.read_to_end(self.processed, self._told_at_end)
         async with self.lock:
-            # Only what nothing was read from since its end was checked: a record read meanwhile may have
-            # come after that end, and then the input is read only up to that record's time.
-            news = [source for source, after in done if source not in self._told_at_end
-                    and self.processed.get(source, -1) + 1 <= after and self.quiet.quiet(source)]
+            news = [source for source, after in done
+                    if source not in self._told_at_end and self._nothing_read_since(source, after)]
             await self.tell(dict.fromkeys(news))
             self._told_at_end.update(news)
+
+    def _nothing_read_since(self, source: Input, end: int) -> bool:
+        """Whether nothing was read from ``source`` since its ``end`` was checked: a record read meanwhile may
+        have come after that end, and then the input is read only up to that record's time."""
+        return self.processed.get(source, -1) + 1 <= end
 
     def forget(self) -> None:
         """Partitions moved: decide learns its watermarks again, so every input read to its end is told again."""

@@ -1,12 +1,12 @@
 """Watermark records: how far ingest has read each source partition, told to every decide partition.
 
 Ingest writes one after each batch (and, every second, for the partitions it
-has read to their end: on the wall clock at once, in event time once they have
-been quiet for ``FOREWARN_EVENT_IDLE``) into every partition of
-``forewarn-events``, behind the events it routed there. When decide reads it,
-it has read everything ingest routed to that partition from those inputs up to
-that time; an input without a time is read to its end and holds nothing back
-until its next record. The key cannot be a customer's or an outage's id: those
+has read to their end: on the wall clock with the time their end was checked,
+in event time without a time once they have been quiet for
+``FOREWARN_EVENT_IDLE``) into every partition of ``forewarn-events``, behind
+the events it routed there. When decide reads it, it has read everything
+ingest routed to that partition from those inputs up to that time; an input
+without a time is read to its end and holds nothing back until its next record. The key cannot be a customer's or an outage's id: those
 have no control characters (``schemas/common.json``).
 """
 
@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 import orjson
 
 from streams.core.clock import Input
+from streams.kafka.admin import CONTROL_KEY_PREFIX
 
-KEY = b"\x00watermarks"
+KEY = CONTROL_KEY_PREFIX + b"watermarks"
 
 
 def encode(times: dict[Input, datetime | None], partitions: dict[str, int]) -> bytes:

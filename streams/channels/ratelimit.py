@@ -4,7 +4,8 @@ The bucket is kept as a schedule (GCRA, "virtual scheduling"): every caller
 reserves the next free slot and sleeps until it, so waiters are served in
 order, a 3-segment SMS simply takes three slots, and a pause (Retry-After,
 X-RateLimit-Reset) moves the whole schedule back. Slots are absolute times, so
-late wake-ups do not accumulate into a lower rate.
+late wake-ups do not accumulate into a lower rate; waiters take their slot one
+at a time, so a stalled event loop does not release a crowd at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class TokenBucket:
         self.burst = max(1.0, float(burst) if burst is not None else self.rate * 0.02)
         self._clock = clock
         self._next = clock()  # theoretical time of the next free slot
+        self._turn = asyncio.Lock()  # first come, first served
 
     def set_rate(self, rate: float) -> None:
         if rate > 0 and rate != self.rate:
@@ -51,9 +53,12 @@ class TokenBucket:
         return max(0.0, start - now)
 
     async def acquire(self, cost: float = 1.0) -> None:
-        delay = self.reserve(cost)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # One waiter sleeps at a time. Slots reserved ahead by many waiters would all come due together after
+        # a stall of the event loop (a full garbage collection, a starved core): a burst answered with 429.
+        async with self._turn:
+            delay = self.reserve(cost)
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     def pause(self, seconds: float) -> None:
         """The provider said "not before": nobody gets a slot earlier than ``seconds`` from now."""

@@ -10,8 +10,8 @@ Two modes use it:
 
 - wall clock (production): events are decided when read, at the wall clock;
   a pending message fires once the floor of its rule's inputs has passed its
-  due time (an input's time is its records' broker time; read to its end, it
-  is "now" until its next record is read).
+  due time (an input's time is its records' broker time; read to its end, the
+  time that was checked).
 - event time (the simulator, replays, the demo): ``Timeline`` holds events back
   and hands them on in event-time order (ties by event id) once every input has
   been read past them, firing what fell due before each one at its due time.
@@ -71,8 +71,7 @@ class Watermarks:
             self._times[source] = moment
 
     def at_end(self, source: Input) -> None:
-        """``source`` is read to its end: it holds nothing back until its next record (on the wall clock, it is
-        read up to now, whatever now is)."""
+        """Event time: ``source`` is read to its end and holds nothing back until its next record."""
         self._times[source] = FOREVER
 
     def floor(self, topics: Iterable[str]) -> datetime | None:
@@ -160,22 +159,15 @@ class Timeline:
 
 
 class Quiet:
-    """Since when each input has been quiet: heard of less than ``seconds`` ago, it is still waiting."""
+    """Whether any input was heard of less than ``seconds`` ago."""
 
     def __init__(self, seconds: float, monotonic: Callable[[], float] = time.monotonic):
         self.seconds = seconds
         self._monotonic = monotonic
-        self._heard: dict[Input, float] = {}
+        self._heard: float | None = None
 
-    def heard(self, sources: Iterable[Input]) -> None:
-        now = self._monotonic()
-        for source in sources:
-            self._heard[source] = now
+    def heard(self) -> None:
+        self._heard = self._monotonic()
 
-    def quiet(self, source: Input) -> bool:
-        heard = self._heard.get(source)
-        return heard is None or self._monotonic() - heard >= self.seconds
-
-    def waiting(self) -> set[Input]:
-        now = self._monotonic()
-        return {source for source, heard in self._heard.items() if now - heard < self.seconds}
+    def waiting(self) -> bool:
+        return self._heard is not None and self._monotonic() - self._heard < self.seconds

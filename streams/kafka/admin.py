@@ -37,6 +37,10 @@ from streams.settings import KafkaSecurity
 
 API_VERSION = (2, 5, 0)
 WHOLE_BATCH = 1_000_000  # records: more than a 1 MB record batch can hold
+# Keys of the pipeline's own control records (ingest's watermarks, written every second): no customer's or
+# outage's id starts so (schemas/common.json allows no control characters), and lag does not count them.
+CONTROL_KEY_PREFIX = b"\x00"
+LAG_READ_LIMIT = 1_000  # records behind a commit that lag reads to skip control records; more count as they are
 
 
 def client_options(bootstrap: str | list[str], security: KafkaSecurity | None = None) -> dict[str, Any]:
@@ -325,17 +329,43 @@ def iter_topic(bootstrap: str, topic: str, timeout: float = 2.0) -> Iterator[Any
 
 
 def lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
-    """Messages on ``topics`` that ``group`` has not committed yet."""
+    """Messages on ``topics`` that ``group`` has not committed yet, control records (``CONTROL_KEY_PREFIX``) not
+    counted where few enough are behind to read."""
     consumer = KafkaConsumer(**client_options(bootstrap), group_id=group, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for topic in topics
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
         ends = end_offsets(consumer, partitions)
-        behind = 0
-        for tp in partitions:
-            committed = consumer.committed(tp) or 0
-            behind += max(0, ends[tp] - committed)
-        return behind
+        behind = {tp: (consumer.committed(tp) or 0, ends[tp]) for tp in partitions}
+        behind = {tp: (committed, end) for tp, (committed, end) in behind.items() if end > committed}
+        readable = {tp: span for tp, span in behind.items() if span[1] - span[0] <= LAG_READ_LIMIT}
+        counted = _uncontrolled(bootstrap, readable)
+        return sum(counted.get(tp, end - committed) for tp, (committed, end) in behind.items())
+    finally:
+        consumer.close()
+
+
+def _uncontrolled(bootstrap: str, spans: dict[TopicPartition, tuple[int, int]]) -> dict[TopicPartition, int]:
+    """How many records in each partition's [start, end) are not control records."""
+    if not spans:
+        return {}
+    consumer = KafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
+    try:
+        consumer.assign(list(spans))
+        for tp, (start, _) in spans.items():
+            consumer.seek(tp, start)
+        counts = {tp: 0 for tp in spans}
+        remaining = set(spans)
+        deadline = time.monotonic() + 10
+        while remaining and time.monotonic() < deadline:
+            for tp, messages in consumer.poll(timeout_ms=200).items():
+                start, end = spans[tp]
+                for message in messages:
+                    if start <= message.offset < end and not (message.key or b"").startswith(CONTROL_KEY_PREFIX):
+                        counts[tp] += 1
+                if messages and messages[-1].offset + 1 >= end:
+                    remaining.discard(tp)
+        return {tp: count for tp, count in counts.items() if tp not in remaining}
     finally:
         consumer.close()
 

@@ -127,7 +127,7 @@ class CatchUpWatch:
 
 
 class InputEnds:
-    """Which of ingest's source partitions it has read to their end (the wall clock's watermark is "now" there).
+    """Which of ingest's source partitions it has read to their end (its watermark is when that was checked).
 
     Knows faust's internals: the consumer's assignment, highwaters and committed
     offsets. faust's highwater can only be low on Tansu (it is the broker's

@@ -12,7 +12,7 @@ from kafka.errors import KafkaTimeoutError
 
 from streams.agents import marks
 from streams.agents.contain import Poison
-from streams.agents.ingest import Ingest
+from streams.agents.ingest import END_GRACE, Ingest
 from streams.core.clock import NEVER
 from streams.core.directory import owner_partition
 from streams.kafka.catch_up import CatchUp
@@ -118,12 +118,43 @@ def test_in_event_time_an_input_read_to_its_end_is_told_so_once_quiet_and_holds_
     assert len(watermarks(pipeline, producer)) == 12  # said once
 
 
-def test_on_the_wall_clock_an_input_read_to_its_end_is_told_so_at_once():
+def test_on_the_wall_clock_an_input_read_to_its_end_is_read_up_to_when_that_was_checked_told_every_tick():
+    now = [NOW]
     pipeline, producer, offsets = fake_pipeline(Settings(clock="wall")), FakeProducer(auto_ack=True), Offsets()
-    hop = Ingest(pipeline, Sends(lambda: producer), CatchUp([]), partitions_of=lambda _: 1, now=lambda: NOW)
+    hop = Ingest(pipeline, Sends(lambda: producer), CatchUp([]), partitions_of=lambda _: 1, now=lambda: now[0])
     asyncio.run(hop.batch([offsets.event("orders", 0, DELAY, key=b"k", timestamp=NOW.timestamp())]))
-    asyncio.run(hop.tell_read_to_end(AllAtEnd([("orders", 0)])))
-    assert told_at_end(pipeline, producer) == [set(), {("orders", 0)}]
+    for _ in range(2):
+        now[0] += timedelta(seconds=1)
+        asyncio.run(hop.tell_read_to_end(AllAtEnd([("orders", 0)])))
+    told = [marks_told for partition, marks_told, _ in watermarks(pipeline, producer) if partition == 0]
+    assert told[1:] == [{("orders", 0): now[0] - timedelta(seconds=1) - END_GRACE},
+                        {("orders", 0): now[0] - END_GRACE}]
+
+
+class EndsFoundBeforeARecord(AllAtEnd):
+    """The end is read, then a record arrives and is read before the answer is used."""
+
+    def __init__(self, inputs, hop, record):
+        super().__init__(inputs)
+        self.hop, self.record = hop, record
+
+    async def read_to_end(self, processed, known=()):
+        found = await super().read_to_end(processed, known)
+        await self.hop.batch([self.record])
+        return found
+
+
+@pytest.mark.parametrize("clock", ["wall", "event"])
+def test_an_input_read_from_while_its_end_was_checked_is_not_told_read_to_its_end(clock):
+    pipeline, producer, offsets = fake_pipeline(Settings(clock=clock)), FakeProducer(auto_ack=True), Offsets()
+    hop = Ingest(pipeline, Sends(lambda: producer), CatchUp([]), partitions_of=lambda _: 1, now=lambda: NOW,
+                 monotonic=lambda: 1000.0)
+    record = offsets.event("orders", 0, DELAY, key=b"k", timestamp=(NOW - timedelta(hours=1)).timestamp())
+    asyncio.run(hop.tell_read_to_end(EndsFoundBeforeARecord([("orders", 0)], hop, record)))
+    occurred = datetime.fromisoformat(orjson.loads(DELAY)["occurred_at"])
+    expected = min(occurred, NOW - timedelta(hours=1)) if clock == "wall" else occurred
+    assert [told for partition, told, _ in watermarks(pipeline, producer) if partition == 0] == [
+        {("orders", 0): expected}]
 
 
 NESTED = with_fields(next(line for line in DEMO_EVENTS if b'"cart.updated"' in line),

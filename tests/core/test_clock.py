@@ -135,16 +135,16 @@ def test_dropped_events_are_forgotten_and_refs_name_what_is_held():
     assert timeline.drop() == 2 and len(timeline) == 0
 
 
-@pytest.mark.parametrize("quiet_for, quiet", [(2.9, False), (3.0, True)])
-def test_an_input_heard_of_waits_its_seconds_before_it_is_quiet_and_one_never_heard_of_is_quiet(quiet_for, quiet):
+@pytest.mark.parametrize("quiet_for, waiting", [(2.9, True), (3.0, False)])
+def test_inputs_heard_of_wait_their_seconds_before_they_are_quiet_and_none_heard_of_are_quiet(quiet_for, waiting):
     now = [100.0]
     inputs = Quiet(3.0, monotonic=lambda: now[0])
-    assert inputs.quiet(("carts", 0))
-    inputs.heard([("carts", 0)])
+    assert not inputs.waiting()
+    inputs.heard()
     now[0] += quiet_for
-    assert inputs.quiet(("carts", 0)) is quiet and inputs.waiting() == (set() if quiet else {("carts", 0)})
-    inputs.heard([("carts", 0)])
-    assert not inputs.quiet(("carts", 0))
+    assert inputs.waiting() is waiting
+    inputs.heard()
+    assert inputs.waiting()
 
 
 def test_an_input_read_to_its_end_holds_nothing_back_until_it_is_told_a_time_again():

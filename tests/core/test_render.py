@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from streams.core import render as render_module
 from streams.core.render import CHANNEL_PARTS, Rendered, Renderer
 from streams.core.segments import GSM7_BASIC, GSM7_EXTENSION, count_segments
 from streams.errors import ConfigError, TemplateError
@@ -413,6 +415,19 @@ def test_loops_within_the_step_budget_render(tmp_path):
                                            "{% for item in event.data['items'] %}{{ loop.index }}:{{ item }} {% endfor %}")
     rendered = Renderer(tmp_path).render("sms", "nl", "items", event={"data": {"items": ["a", "b"]}}, customer={})
     assert rendered.body == "1:a 2:b"
+
+
+def test_a_render_past_its_cpu_time_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(render_module, "RENDER_SECONDS", 0.001)
+    write(tmp_path, "sms/nl/slow.body.j2", "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}")
+    with pytest.raises(TemplateError, match="ran for more than 0.001 s"):
+        Renderer(tmp_path).render("sms", "nl", "slow", event={}, customer={})
+
+
+def test_the_render_budget_counts_cpu_time_not_time_spent_waiting_for_a_core():
+    started = render_module._clock()
+    time.sleep(0.3)
+    assert render_module._clock() - started < 0.05
 
 
 def test_missing_template(tmp_path):
