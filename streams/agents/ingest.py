@@ -10,6 +10,7 @@ batch routed, ingest tells every partition how far it has read each input
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -29,6 +30,8 @@ from streams.kafka.catch_up import CatchUp, InputEnds
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import Sends
 from streams.metrics import EVENTS_CONSUMED, EVENTS_DEADLETTERED
+
+log = logging.getLogger(__name__)
 
 BATCH = 1_000  # events routed before their messages are shipped together
 BATCH_WAIT = 0.005  # seconds a batch waits to fill: what a lone event waits at most
@@ -75,15 +78,14 @@ class Ingest:
         # A batch's messages share record batches: a message each would cost a future and a lingering
         # send. Every batch is in the producer before take_events acks it (faust flushes, then commits).
         async with self.lock:
+            await self._hold_back_again(events)
             self._read = {}
             for event in events:
                 await self.containment.run(event, self.route)
             await self.sends.end_batch()
-            times = {**self._waiting_again(), **self._read}
-            await self.tell(times)
-            self._told_at_end -= times.keys()
+            await self.tell(self._read)
             self._latest.update(self._read)
-            if times:
+            if self._read:
                 self.quiet.heard()
             for event in events:  # under the lock: the end check must not miss a batch in progress
                 message = event.message
@@ -104,15 +106,18 @@ class Ingest:
             await self.sends.send(self.pipeline.events, marks.KEY, value, partition)
         await self.sends.end_batch()
 
-    def _waiting_again(self) -> dict[Input, datetime]:
-        """Event time: inputs told to be read to their end hold the others back again once another moves.
+    async def _hold_back_again(self, events) -> None:
+        """Event time: inputs told to be read to their end hold the others back again, told ahead of the
+        batch's events.
 
-        Without this, an input found empty before a replay reached it would let every other input's
-        events through ahead of its own.
+        Behind them, a decide partition would still count those inputs read to their end when it reads
+        the batch's first events, and decide them and everything due at once. And without it, an input
+        found empty before a replay reached it would let every other input's events through ahead of its own.
         """
-        if self.settings.clock != "event" or not self._read:
-            return {}
-        return {source: self._latest.get(source, NEVER) for source in self._told_at_end - self._read.keys()}
+        if not self._told_at_end or not any(event.message.topic in self.clock_topics for event in events):
+            return
+        await self.tell({source: self._latest.get(source, NEVER) for source in self._told_at_end})
+        self._told_at_end.clear()
 
     async def tell_read_to_end(self, ends: InputEnds) -> None:
         """Inputs read to their end: on the wall clock, read up to when their end was checked (less
@@ -143,6 +148,9 @@ class Ingest:
                     if source not in self._told_at_end and self._nothing_read_since(source, after)]
             await self.tell(dict.fromkeys(news))
             self._told_at_end.update(news)
+        if news:
+            log.info("event time: %s read to their end, nothing read for %g s: they hold nothing back",
+                     ", ".join(f"{topic}/{partition}" for topic, partition in sorted(news)), self.quiet.seconds)
 
     def _nothing_read_since(self, source: Input, end: int) -> bool:
         """Whether nothing was read from ``source`` since its ``end`` was checked: a record read meanwhile may

@@ -40,6 +40,7 @@ WHOLE_BATCH = 1_000_000  # records: more than a 1 MB record batch can hold
 # Keys of the pipeline's own control records (ingest's watermarks, written every second): no customer's or
 # outage's id starts so (schemas/common.json allows no control characters), and lag does not count them.
 CONTROL_KEY_PREFIX = b"\x00"
+END_PROBE_SECONDS = 10.0  # for reading a partition's last batch (a new connection, on a loaded machine)
 LAG_READ_LIMIT = 1_000  # records behind a commit that lag reads to skip control records; more count as they are
 
 
@@ -84,7 +85,10 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
     first offset + 1, so after a batch of five it says 1 where Kafka says 5.
     Fetching from there returns that whole batch, whose last offset is the truth
     (asked for in one poll: by default kafka-python hands out 500 records a poll,
-    and the worker's batches hold thousands).
+    and the worker's batches hold thousands). A partition whose last batch could
+    not be read within ``END_PROBE_SECONDS`` raises BrokerError: the reported end
+    is too low, and a caller that took it for the end would stop short (a
+    watermark "read to its end" with records still unread, a catch-up done early).
     """
     reported = consumer.end_offsets(partitions)
     own_probe = probe is None
@@ -96,13 +100,16 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
             probe.assign(waiting)
             for tp in waiting:
                 probe.seek(tp, reported[tp] - 1)
-            deadline = time.monotonic() + 2.0
+            deadline = time.monotonic() + END_PROBE_SECONDS
             while waiting and time.monotonic() < deadline:
                 for tp, messages in probe.poll(timeout_ms=100, max_records=WHOLE_BATCH).items():
                     truth[tp] = max(truth[tp], messages[-1].offset + 1)
                     if tp in waiting:
                         waiting.remove(tp)
                         probe.pause(tp)
+        if waiting:
+            raise BrokerError(f"the end of {', '.join(f'{tp.topic}/{tp.partition}' for tp in waiting)} could not be "
+                              f"read within {END_PROBE_SECONDS:g} s")
         return truth
     finally:
         if own_probe:
@@ -380,7 +387,11 @@ def wait_drained(bootstrap: str, group: str, topics: Iterable[str], timeout: flo
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     while time.monotonic() < deadline and alive():
-        if lag(bootstrap, group, topics) == 0:
+        try:
+            behind = lag(bootstrap, group, topics)
+        except BrokerError:  # an end not confirmed: not known to be drained
+            behind = None
+        if behind == 0:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= settle:
                 return True
