@@ -20,12 +20,17 @@ from streams.settings import ROOT, Settings
 os.environ.setdefault("FOREWARN_SESSION_TIMEOUT", "6")
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """The kill tests run one after the other on one xdist worker and are the longest chain: start them first."""
-    def serial(item) -> bool:
-        return any(mark.args == ("kills",) for mark in item.iter_markers("xdist_group"))
+SERIAL_GROUPS = ("kills", "poison", "providers")  # longest chain first
 
-    items.sort(key=lambda item: not serial(item))
+
+def pytest_collection_modifyitems(items) -> None:
+    """The fault tests run in groups, each one test after the other on one xdist worker: the longest chains,
+    so they start first."""
+    def rank(item) -> int:
+        mark = item.get_closest_marker("xdist_group")
+        return SERIAL_GROUPS.index(mark.args[0]) if mark and mark.args[0] in SERIAL_GROUPS else len(SERIAL_GROUPS)
+
+    items.sort(key=rank)
 
 
 def pytest_addoption(parser) -> None:

@@ -68,9 +68,10 @@ def test_waiters_delayed_by_a_stalled_event_loop_go_no_faster_than_the_burst_aft
 
     after = asyncio.run(scenario())
     assert len(after) >= 25
-    gaps = [b - a for a, b in zip(after, after[1:])]
-    # The one asleep when the loop stalled, and the one saved-up token (burst=1): then 10 ms apart at 100/s.
-    assert min(gaps[1:]) > 0.005, gaps
+    # The one asleep when the loop stalled and the one saved-up token (burst=1), then one per 10 ms slot: in
+    # any 50 ms at most 5 slots, those two and one woken late. Before, the 20 slots passed in the stall went at once.
+    crowd = max(sum(1 for at in after if start <= at < start + 0.05) for start in after)
+    assert crowd <= 8, after
 
 
 def test_a_worker_paces_with_the_share_of_its_partitions():

@@ -270,6 +270,7 @@ def test_two_workers_one_killed_and_rejoining_lose_and_double_nothing(broker, se
         assert first.running and second.running
 
 
+@pytest.mark.xdist_group("providers")  # no kill: beside the kill tests, not after them
 def test_provider_outage_then_429_bursts_then_timeouts_lose_and_double_nothing(broker, settings, start_worker,
                                                                               long_run):
     outage = 60.0 if long_run else 5.0
@@ -308,6 +309,7 @@ def test_provider_outage_then_429_bursts_then_timeouts_lose_and_double_nothing(b
         assert delivered == wanted
 
 
+@pytest.mark.xdist_group("providers")
 def test_a_slow_provider_pauses_consumption_and_memory_stays_bounded(broker, settings, start_worker, long_run):
     count, rate, watch = (100_000, 50, 60.0) if long_run else (20_000, 50, 12.0)
     with LocalProviders(settings, broker.bootstrap, sms_rate=rate, post_callbacks=False) as local:

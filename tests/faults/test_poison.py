@@ -19,7 +19,8 @@ from streams.tools.local_providers import LocalProviders
 from tests.conftest import event
 from tests.faults.test_crashes import Pipeline, Scale, account, all_taken, explain, report, wait_until
 
-pytestmark = [pytest.mark.broker, pytest.mark.faults, pytest.mark.xdist_group("kills")]
+# One after the other on one xdist worker, beside the kill tests: each fans out against a deadline.
+pytestmark = [pytest.mark.broker, pytest.mark.faults, pytest.mark.xdist_group("poison")]
 MARKER = "POISON"
 
 
