@@ -74,7 +74,7 @@ def recorded_ids(bootstrap: str, changelog: str) -> set[str]:
 
 def test_a_killed_fanout_never_leaves_a_state_ahead_of_its_notifications(broker, settings, start_worker, tmp_path,
                                                                          long_run):
-    recipients, kills = (60_000, 5) if long_run else (8_000, 2)
+    recipients, kills = (60_000, 5) if long_run else (20_000, 2)
     rng = random.Random()
     areas = [str(OUTAGE_AREAS_FROM + a) for a in range(recipients // PER_AREA)]
     customers = write_customer_csv(tmp_path / "customers.csv",

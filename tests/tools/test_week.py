@@ -17,6 +17,8 @@ from streams.tools.simulate import simulate
 SHIPPED_BUDGET = "budget: {count: 3, per: 7d}"
 RESERVED_BUDGET = "budget: {count: 3, per: 7d, reserve: {priority: 70, count: 1}}"
 
+pytestmark = pytest.mark.xdist_group("week")  # one xdist worker: the week is generated and simulated once
+
 
 @pytest.fixture(scope="module")
 def week_files(tmp_path_factory):
