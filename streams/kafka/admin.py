@@ -103,7 +103,9 @@ def end_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition],
             deadline = time.monotonic() + END_PROBE_SECONDS
             while waiting and time.monotonic() < deadline:
                 for tp, messages in probe.poll(timeout_ms=100, max_records=WHOLE_BATCH).items():
-                    truth[tp] = max(truth[tp], messages[-1].offset + 1)
+                    # The fetch answer's high watermark too: a restarted worker's table recovery once stopped at
+                    # the ListOffsets answer with the last batch read (under load; the cause was not found).
+                    truth[tp] = max(truth[tp], messages[-1].offset + 1, probe.highwater(tp) or 0)
                     if tp in waiting:
                         waiting.remove(tp)
                         probe.pause(tp)

@@ -89,7 +89,12 @@ async def true_ends(reported, bootstrap: list[str]):
         by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
         for attempt in range(1, 4):
             try:
-                return {by_name[tp]: end for tp, end in read_end_offsets(bootstrap, list(by_name)).items()}
+                ends = {by_name[tp]: end for tp, end in read_end_offsets(bootstrap, list(by_name)).items()}
+                low = sorted(f"{tp.topic}/{tp.partition} {reported[tp]}->{end}" for tp, end in ends.items()
+                             if end != reported.get(tp))
+                if low:
+                    log.info("changelog ends read past their ListOffsets answers: %s", ", ".join(low))
+                return ends
             except Exception as exc:  # noqa: BLE001  any broker trouble: try again, then go on as faust would
                 log.warning("checking changelog end offsets failed (attempt %d of 3): %r", attempt, exc)
                 time.sleep(0.5 * attempt)
