@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/forewarn demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q -n 3 --dist loadgroup
+	$(BIN)/pytest -q -n 4 --dist loadgroup
 
 test-all: $(STAMP)
 	$(BIN)/pytest -q -m ''
