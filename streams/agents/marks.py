@@ -6,8 +6,9 @@ in event time without a time once they have been quiet for
 ``FOREWARN_EVENT_IDLE``) into every partition of ``forewarn-events``, behind
 the events it routed there. When decide reads it, it has read everything
 ingest routed to that partition from those inputs up to that time; an input
-without a time is read to its end and holds nothing back until its next record. The key cannot be a customer's or an outage's id: those
-have no control characters (``schemas/common.json``).
+without a time is read to its end and holds nothing back until its next
+record. The key cannot be a customer's or an outage's id: those have no
+control characters (``schemas/common.json``).
 """
 
 from __future__ import annotations

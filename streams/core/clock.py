@@ -16,10 +16,9 @@ Two modes use it:
   and hands them on in event-time order (ties by event id) once every input has
   been read past them, firing what fell due before each one at its due time.
   Inputs read to their end hold the others back until every one has been
-  ``Quiet`` for a while; then
-  the replay is over and everything held and pending is decided. The simulator
-  is the same code over one input, its file: sorted input passes straight
-  through.
+  ``Quiet`` for a while; then the replay is over and everything held and
+  pending is decided. The simulator is the same code over one input, its file:
+  sorted input passes straight through.
 
 Customer records move no clock: a customer file carries the time it was
 loaded, not the story's time, and moving the clock with it would fire pending

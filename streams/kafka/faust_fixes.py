@@ -76,6 +76,9 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         return await true_ends(reported, self.bootstrap)
 
 
+RECHECK_CAP = 5.0  # seconds between attempts at the changelog ends, at most
+
+
 async def true_ends(reported, bootstrap: list[str]):
     """Each partition's end offset, checked by reading its last batch: the real end on any broker.
 
@@ -87,18 +90,22 @@ async def true_ends(reported, bootstrap: list[str]):
 
     def read() -> dict:
         by_name = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
-        for attempt in range(1, 4):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 ends = {by_name[tp]: end for tp, end in read_end_offsets(bootstrap, list(by_name)).items()}
-                low = sorted(f"{tp.topic}/{tp.partition} {reported[tp]}->{end}" for tp, end in ends.items()
-                             if end != reported.get(tp))
-                if low:
-                    log.info("changelog ends read past their ListOffsets answers: %s", ", ".join(low))
-                return ends
-            except Exception as exc:  # noqa: BLE001  any broker trouble: try again, then go on as faust would
-                log.warning("checking changelog end offsets failed (attempt %d of 3): %r", attempt, exc)
-                time.sleep(0.5 * attempt)
-        return reported
+            except Exception as exc:  # noqa: BLE001  any broker trouble: ask again
+                # Never go on with the reported ends: recovery would stop inside the last batches and the
+                # worker would run without the customers and states logged there.
+                log.warning("checking changelog end offsets failed (attempt %d, asking again): %r", attempt, exc)
+                time.sleep(min(0.5 * attempt, RECHECK_CAP))
+                continue
+            low = sorted(f"{tp.topic}/{tp.partition} {reported[tp]}->{end}" for tp, end in ends.items()
+                         if end != reported.get(tp))
+            if low:
+                log.info("changelog ends read past their ListOffsets answers: %s", ", ".join(low))
+            return ends
 
     return await asyncio.get_running_loop().run_in_executor(None, read)
 
