@@ -16,6 +16,7 @@ aiokafka or the broker re-runs ``tests/faults`` (``--long`` for full size).
 | ``CommitGuard`` | faust commits past an unprocessed head (lowest acked = committed + 1 passes; nothing checked before a first commit) | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``Holds`` | faust counts a record done when the agent's batch ends; the event-time timeline still holds it | ``tests/kafka/test_commit_guard.py``, ``tests/integration/test_replay.py`` |
 | ``StallWatch`` (``read_stalled_again``, a 5 s timer) | a partition behind its end while the worker is idle: its records vanished between fetch and agent with nothing left to notice | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
+| recovery that was interrupted starts again (``_seek_fenced_recovery``, ``_complete_current_recovery``) | a rebalance during table recovery is swallowed while faust waits for the actives, and it goes on with the new generation's standbys unread: a seek to offset None crashed the worker | ``tests/kafka/test_faust_fixes.py``, ``tests/faults/test_crashes.py`` (two workers) |
 | lz4 at its fast level | aiokafka compresses lz4 at LZ4-HC level 9: a seventh of a fan-out's CPU | ``bench/fanout.py`` |
 """
 
@@ -28,6 +29,7 @@ import time
 from aiokafka import codec as aiokafka_codec
 from aiokafka.record import default_records as aiokafka_py_default_records
 from aiokafka.record._crecords import default_records as aiokafka_default_records
+from faust.tables import recovery as faust_recovery
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from kafka import TopicPartition
 
@@ -207,6 +209,28 @@ async def read_stalled_again(app, bootstrap: list[str]) -> None:
         await consumer.seek(partitions[key], offset)
 
 
+_faust_recovery = faust_recovery.Recovery
+_faust_seek_offsets = _faust_recovery._seek_offsets
+_faust_recovery_completed = _faust_recovery.on_recovery_completed
+
+
+def _restart_if_rebalanced(recovery) -> None:
+    # faust's recovery catches any exception while it waits for the actives to be read, the
+    # RebalanceAgain of a new rebalance included, and goes on as if the actives were read.
+    if recovery.signal_recovery_start.is_set():
+        raise faust_recovery.RebalanceAgain()
+
+
+async def _seek_fenced_recovery(self, consumer, tps, offsets, title):
+    _restart_if_rebalanced(self)
+    return await _faust_seek_offsets(self, consumer, tps, offsets, title)
+
+
+async def _complete_current_recovery(self, generation_id=0):
+    _restart_if_rebalanced(self)
+    return await _faust_recovery_completed(self, generation_id)
+
+
 def _fast_lz4(payload) -> bytes:
     return aiokafka_codec.lz4_encode(payload, level=0)
 
@@ -222,6 +246,8 @@ def install(*, fetch_max_wait_ms: int, bootstrap: list[str]) -> None:
     _faust.seek = _seek_fenced
     _faust.on_partitions_revoked = _revoked_fenced
     _faust.ack = _ack_processed_only
+    _faust_recovery._seek_offsets = _seek_fenced_recovery
+    _faust_recovery.on_recovery_completed = _complete_current_recovery
     # aiokafka compresses lz4 batches at level 9 (LZ4-HC): 2 ms per MB of notifications, a seventh of a
     # fan-out's CPU. The fast level is ten times quicker for 7 % more bytes; any broker or consumer reads both.
     aiokafka_default_records.lz4_encode = aiokafka_py_default_records.lz4_encode = _fast_lz4
