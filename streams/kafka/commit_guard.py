@@ -165,6 +165,26 @@ class StallWatch:
         return stalled
 
 
+class AckWatch:
+    """How long the worker has held messages without acknowledging any of them."""
+
+    def __init__(self) -> None:
+        self.acks = 0
+        self._seen: tuple[int, float] | None = None  # (acks, first seen at)
+
+    def acked(self) -> None:
+        self.acks += 1
+
+    def stuck_for(self, in_flight: bool, now: float) -> float:
+        """Seconds since the last acknowledgement while messages are in flight; 0 when none are."""
+        if not in_flight:
+            self._seen = None
+            return 0.0
+        if self._seen is None or self._seen[0] != self.acks:
+            self._seen = (self.acks, now)
+        return now - self._seen[1]
+
+
 class Holds:
     """Records read but held back, not decided yet (the event-time timeline): no commit may pass them.
 

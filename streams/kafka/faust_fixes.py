@@ -34,7 +34,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from kafka import TopicPartition
 
 from streams.kafka.admin import read_end_offsets
-from streams.kafka.commit_guard import CommitGuard, Holds, ReadFence, StallWatch
+from streams.kafka.commit_guard import AckWatch, CommitGuard, Holds, ReadFence, StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ commit_guard = CommitGuard()
 read_fence = ReadFence(commit_guard)
 holds = Holds()
 stall_watch = StallWatch()
+ack_watch = AckWatch()
+STUCK_WARNING = 30.0  # seconds in flight without an acknowledgement before the messages are named in the log
 start_offsets: dict[tuple[str, int], int] = {}  # where the last seek to committed left each partition
 
 
@@ -176,6 +178,7 @@ def _ack_processed_only(self, message):
     if not message.tracked and self.app.topics.acks_enabled_for(message.topic):
         return False
     acked = _faust_ack(self, message)
+    ack_watch.acked()
     # A second copy of an offset (read again after a seek) is not acked by faust and would stay
     # "unacked" for ever, holding up every wait for the streams to empty.
     self._unacked_messages.discard(message)
@@ -189,7 +192,9 @@ async def read_stalled_again(app, bootstrap: list[str]) -> None:
         return
     if consumer._unacked_messages:
         stall_watch.check({}, False, time.monotonic())
+        _name_stuck_messages(consumer._unacked_messages)
         return
+    ack_watch.stuck_for(False, time.monotonic())
     changelogs = app.tables.changelog_topics
     partitions = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic not in changelogs}
     try:
@@ -229,6 +234,16 @@ async def _seek_fenced_recovery(self, consumer, tps, offsets, title):
 async def _complete_current_recovery(self, generation_id=0):
     _restart_if_rebalanced(self)
     return await _faust_recovery_completed(self, generation_id)
+
+
+def _name_stuck_messages(unacked) -> None:
+    stuck = ack_watch.stuck_for(True, time.monotonic())
+    if stuck < STUCK_WARNING:
+        return
+    ack_watch.stuck_for(False, 0.0)  # the next warning after as long again
+    sample = sorted((m.tp.topic, m.tp.partition, m.offset, m.refcount, m.acked) for m in list(unacked))[:12]
+    log.warning("%d messages in flight and none acknowledged for %.0f s: %s", len(unacked), stuck,
+                ", ".join(f"{t}/{p}@{o} refs={r} acked={a}" for t, p, o, r, a in sample))
 
 
 def _fast_lz4(payload) -> bytes:
