@@ -111,10 +111,10 @@ def renderer_with(tmp_path: Path, source: str) -> Renderer:
 @pytest.mark.parametrize("source", RUNAWAY.values(), ids=RUNAWAY.keys())
 def test_runaway_template_is_stopped_while_it_runs(tmp_path, source):
     renderer = renderer_with(tmp_path, source)
-    started = time.monotonic()
+    started = time.thread_time()  # the budget counts CPU time: a starved core stretches the wall time
     with bounded(seconds=10, megabytes=400), pytest.raises(TemplateBudgetExceeded) as caught:
         renderer.render("sms", "nl", "x", event={"data": {}}, customer={})
-    assert time.monotonic() - started < 2.0  # the budget is half a second; one step may run over it
+    assert time.thread_time() - started < 2.0  # the budget is half a second; one step may run over it
     assert caught.value.file.startswith(str(tmp_path / "sms/nl"))  # x.body.j2, or the text.body.j2 it includes
     assert caught.value.message.startswith("over budget: ")
 
@@ -159,12 +159,12 @@ def test_html_output_is_escaped_as_before(tmp_path):
     "(('x' * 400000)|replace('x', 'yy'))|length > 0",
 ])
 def test_runaway_condition_is_stopped(renderer, source):
-    started = time.monotonic()
+    started = time.thread_time()
     with bounded(seconds=10, megabytes=400):
         condition = renderer.compile_expression(source)
         with pytest.raises(TemplateBudgetExceeded, match="^over budget: "):
             condition(event={}, customer={})
-    assert time.monotonic() - started < 1.5
+    assert time.thread_time() - started < 1.5
 
 
 def test_condition_within_budget_still_answers(renderer):
