@@ -120,12 +120,38 @@ def fate(bootstrap: str, settings, phones: set[str]) -> dict[str, list[str]]:
     return said
 
 
+def trace(bootstrap: str, settings, customer_ids: set[str]) -> list[str]:
+    """Every record that names one of ``customer_ids``, topic by topic: for telling why a message went out."""
+    lines = []
+    topics = settings.topics
+    for topic in (topics.carts, topics.events, topics.due, topics.notifications, topics.suppressed):
+        for message in read_topic(bootstrap, topic, timeout=30):
+            text = message.value.decode(errors="replace") if message.value else ""
+            named = [c for c in customer_ids if c in text]
+            if named:
+                kind = orjson.loads(message.value).get("type", "") if text.startswith("{") else ""
+                lines.append(f"{named[0]} {topic}/{message.partition}@{message.offset} t={message.timestamp} "
+                             f"{kind} {text[:160]}")
+    return lines
+
+
+def surprises(bootstrap: str, settings, imitation, expected: "Expected") -> list[str]:
+    """The cart reminders nobody should have had, with what the topics say about their customers."""
+    unexpected = {a.to for a in imitation.accepted_by(SENDGRID)} - expected.email
+    customers = {f"C{int(address.removeprefix('klant').split('@')[0]):06d}" for address in unexpected}
+    return sorted(unexpected) + (trace(bootstrap, settings, customers) if customers else [])
+
+
 def explain(broker, pipeline: "Pipeline", imitation, worker=None) -> None:
     """Print, for the captured output of a failed test, what became of each SMS never taken,
     and where each of the worker's tasks waits (``streams.worker.log_tasks``)."""
     lost = pipeline.expected.sms - {a.to for a in imitation.accepted_by(TWILIO)}
     for phone, said in list(fate(broker.bootstrap, pipeline.settings, lost).items())[:20]:
         print(f"LOST {phone}:", *said, sep="\n  ")
+    lost_email = pipeline.expected.email - {a.to for a in imitation.accepted_by(SENDGRID)}
+    if lost_email:
+        customers = {f"C{int(a.removeprefix('klant').split('@')[0]):06d}" for a in sorted(lost_email)[:5]}
+        print("LOST EMAIL", *sorted(lost_email), *trace(broker.bootstrap, pipeline.settings, customers), sep="\n  ")
     print("IMITATION", imitation.summary())
     if worker is not None and worker.running:
         os.kill(worker.process.pid, signal.SIGUSR1)
@@ -217,11 +243,12 @@ def test_sigkill_during_a_fanout_and_carts_loses_and_doubles_nothing(broker, set
         # The first kill lands while the fan-out is being decided; the others at random points of the sending.
         marks = sorted(rng.uniform(0.1, 0.9) * size.recipients for _ in range(size.kills - 1))
         time.sleep(rng.uniform(0.05, 0.5))
-        kills = []
+        kills, killed_at = [], []
         for threshold in [None, *marks]:
             if threshold is not None:
                 wait_until(lambda: len(fake.accepted_by(TWILIO)) >= threshold or not worker.running, 120, 0.05)
             kills.append(len(fake.accepted))
+            killed_at.append(round(time.time() * 1000))
             worker.kill()
             worker = pipeline.start()
         carts.join()
@@ -234,7 +261,8 @@ def test_sigkill_during_a_fanout_and_carts_loses_and_doubles_nothing(broker, set
             explain(broker, pipeline, fake, worker)
         assert finished, (figures, worker.log()[-3000:])
         assert figures == {"sms_lost": 0, "sms_duplicates": 0, "sms_unexpected": 0,
-                           "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}, seed
+                           "email_lost": 0, "email_duplicates": 0, "email_unexpected": 0}, (
+            seed, killed_at, surprises(broker.bootstrap, settings, fake, pipeline.expected))
         assert "Traceback" not in worker.log()
 
 
