@@ -307,6 +307,7 @@ def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: C
     @app.agent(pipeline.decide_input, concurrency=1, name="decide")
     async def decide(stream):
         async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-            await stop.run(hop.batch, events)
+            if events := faust_fixes.in_order(events):
+                await stop.run(hop.batch, events)
 
     return hop

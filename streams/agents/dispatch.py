@@ -46,6 +46,7 @@ from streams.channels.courier import Courier, DeliveryOutcome
 from streams.channels.ledger import DONE, SENDING, Mark, SendLedger
 from streams.channels.registry import channels_for
 from streams.core.directory import owner_partition
+from streams.kafka import faust_fixes
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
@@ -275,11 +276,13 @@ def register(app: faust.App, pipeline: Pipeline, poison: Poison | None = None) -
     @app.agent(pipeline.notifications, concurrency=1, name="dispatch")
     async def dispatch(stream):
         async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-            await stop.run(hop.window, events)
+            if events := faust_fixes.in_order(events):
+                await stop.run(hop.window, events)
 
     @app.agent(pipeline.retry, concurrency=1, name="redispatch")
     async def redispatch(stream):
         async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-            await stop_retry.run(hop.retry_window, events)
+            if events := faust_fixes.in_order(events):
+                await stop_retry.run(hop.retry_window, events)
 
     return hop

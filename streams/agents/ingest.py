@@ -26,6 +26,7 @@ from streams.core.clock import NEVER, Input, Quiet, event_time, moves_clock, wal
 from streams.core.directory import owner_partition
 from streams.core.events import deadletter_record, parse_event
 from streams.errors import EventError
+from streams.kafka import faust_fixes
 from streams.kafka.catch_up import CatchUp, InputEnds
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import Sends
@@ -218,6 +219,7 @@ def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp, bootstrap: l
     @app.agent(pipeline.sources, concurrency=1, name="ingest")
     async def ingest(stream):
         async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-            await stop.run(hop.batch, events)
+            if events := faust_fixes.in_order(events):
+                await stop.run(hop.batch, events)
 
     return hop

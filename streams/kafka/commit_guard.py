@@ -46,6 +46,9 @@ class CommitGuard:
     def absent(self, partition: Partition, offsets: range) -> None:
         self._absent[partition] = offsets
 
+    def absent_offsets(self, partition: Partition) -> range:
+        return self._absent.get(partition, range(0))
+
     def check(self, partition: Partition, acked: Collection[int], committed: int | None,
               skipped: Callable[[int], bool], now: float) -> tuple[bool, int | None]:
         """(whether faust may commit, the offset to read ``partition`` again from, if any).
@@ -130,6 +133,64 @@ class ReadFence:
         self._expected[partition] = offset + 1
         self._just_sought.discard(partition)
         return True
+
+
+class ProcessOrder:
+    """Each partition's records reach its agent in offset order, or not at all until the missing ones are read.
+
+    faust's stream drops a record that arrives while flow is stopped and goes on
+    with the next: an outage read before the customer records ahead of it in the
+    partition reached only the customers already known, and a cart checkout
+    left behind let the reminder it cancels fire. A record past the next one
+    expected is refused (never acknowledged) and the partition read again from
+    that next one; offsets a read from a seek found empty (``CommitGuard.absent``)
+    are no hole.
+    """
+
+    def __init__(self, guard: CommitGuard) -> None:
+        self.guard = guard
+        self._next: dict[Partition, int] = {}  # offset of the next record the agent should get
+        self._refused: set[tuple[Partition, int]] = set()
+        self._rereading: dict[Partition, int] = {}  # partition -> offset a read again was asked from
+
+    def sought(self, positions: Mapping[Partition, int | None]) -> None:
+        for partition, offset in positions.items():
+            self._rereading.pop(partition, None)
+            if offset is None:
+                self._next.pop(partition, None)
+            else:
+                self._next[partition] = offset
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        for partition in partitions:
+            self._next.pop(partition, None)
+            self._rereading.pop(partition, None)
+
+    def admit(self, partition: Partition, offset: int) -> tuple[bool, int | None]:
+        """(whether the agent may have the record, the offset to read the partition again from, if any)."""
+        expected = self._next.get(partition)
+        if expected is None or offset == expected or (offset > expected and self._empty(partition, expected, offset)):
+            self._next[partition] = offset + 1
+            return True, None
+        if offset < expected:
+            return True, None  # a copy read again after a seek: every hop knows what it did before
+        self._refused.add((partition, offset))
+        if self._rereading.get(partition) == expected:
+            return False, None
+        self._rereading[partition] = expected
+        return False, expected
+
+    def refused(self, partition: Partition, offset: int) -> bool:
+        """Whether the record was refused; its acknowledgement is then refused too (asked once)."""
+        key = (partition, offset)
+        if key in self._refused:
+            self._refused.discard(key)
+            return True
+        return False
+
+    def _empty(self, partition: Partition, start: int, stop: int) -> bool:
+        absent = self.guard.absent_offsets(partition)
+        return start in absent and stop - 1 in absent
 
 
 class StallWatch:

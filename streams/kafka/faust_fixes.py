@@ -15,6 +15,7 @@ aiokafka or the broker re-runs ``tests/faults`` (``--long`` for full size).
 | ``ReadFence`` | records fetched before a seek are still handed on and move faust's read offset past the re-read | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``CommitGuard`` | faust commits past an unprocessed head (lowest acked = committed + 1 passes; nothing checked before a first commit) | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``Holds`` | faust counts a record done when the agent's batch ends; the event-time timeline still holds it | ``tests/kafka/test_commit_guard.py``, ``tests/integration/test_replay.py`` |
+| ``ProcessOrder`` (``in_order``) | the stream drops a record that arrives while flow is stopped and hands on the next: an outage reached only the customers read before the hole, a checkout left behind let its reminder fire | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crash_state.py`` |
 | ``StallWatch`` (``read_stalled_again``, a 5 s timer) | a partition behind its end while the worker is idle: its records vanished between fetch and agent with nothing left to notice | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | recovery that was interrupted starts again (``_seek_fenced_recovery``, ``_complete_current_recovery``) | a rebalance during table recovery is swallowed while faust waits for the actives, and it goes on with the new generation's standbys unread: a seek to offset None crashed the worker | ``tests/kafka/test_faust_fixes.py``, ``tests/faults/test_crashes.py`` (two workers) |
 | lz4 at its fast level | aiokafka compresses lz4 at LZ4-HC level 9: a seventh of a fan-out's CPU | ``bench/fanout.py`` |
@@ -34,12 +35,13 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from kafka import TopicPartition
 
 from streams.kafka.admin import read_end_offsets
-from streams.kafka.commit_guard import AckWatch, CommitGuard, Holds, ReadFence, StallWatch
+from streams.kafka.commit_guard import AckWatch, CommitGuard, Holds, ProcessOrder, ReadFence, StallWatch
 
 log = logging.getLogger(__name__)
 
 commit_guard = CommitGuard()
 read_fence = ReadFence(commit_guard)
+process_order = ProcessOrder(commit_guard)
 holds = Holds()
 stall_watch = StallWatch()
 ack_watch = AckWatch()
@@ -157,6 +159,7 @@ async def _perform_seek_fenced(self):
         await _faust_perform_seek(self)
     finally:
         read_fence.seek_done(thread.sought)
+        process_order.sought(thread.sought)
 
 
 async def _seek_fenced(self, partition, offset):
@@ -165,10 +168,12 @@ async def _seek_fenced(self, partition, offset):
         await _faust_seek(self, partition, offset)
     finally:
         read_fence.seek_done({(partition.topic, partition.partition): offset})
+        process_order.sought({(partition.topic, partition.partition): offset})
 
 
 async def _revoked_fenced(self, revoked):
     read_fence.forget((tp.topic, tp.partition) for tp in revoked)
+    process_order.forget((tp.topic, tp.partition) for tp in revoked)
     return await _faust_revoked(self, revoked)
 
 
@@ -177,12 +182,30 @@ def _ack_processed_only(self, message):
     # as if processed. Such a message never reached the stream's tracking; processed ones always have.
     if not message.tracked and self.app.topics.acks_enabled_for(message.topic):
         return False
+    if process_order.refused((message.topic, message.partition), message.offset):
+        self._unacked_messages.discard(message)  # or the stall check would wait for it
+        return False
     acked = _faust_ack(self, message)
     ack_watch.acked()
     # A second copy of an offset (read again after a seek) is not acked by faust and would stay
     # "unacked" for ever, holding up every wait for the streams to empty.
     self._unacked_messages.discard(message)
     return acked
+
+
+def in_order(events: list) -> list:
+    """The events an agent may process: each partition's in offset order, none past one that never came."""
+    admitted = []
+    for event in events:
+        message = event.message
+        admit, reread_from = process_order.admit((message.topic, message.partition), message.offset)
+        if admit:
+            admitted.append(event)
+        elif reread_from is not None:
+            log.warning("%s partition %d: offset %d reached the agent ahead of offset %d; reading the partition "
+                        "again from there", message.topic, message.partition, message.offset, reread_from)
+            asyncio.ensure_future(event.app.consumer.seek(message.tp, reread_from))
+    return admitted
 
 
 async def read_stalled_again(app, bootstrap: list[str]) -> None:

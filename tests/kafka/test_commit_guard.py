@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.kafka.commit_guard import CommitGuard, Holds, ReadFence, StallWatch
+from streams.kafka.commit_guard import CommitGuard, Holds, ProcessOrder, ReadFence, StallWatch
 
 P = ("notifications", 1)
 
@@ -147,3 +147,34 @@ def test_a_held_record_caps_the_commit_at_its_offset_until_it_is_released():
     assert holds.cap(("forewarn-events", 0), 12) == (True, 14)
     holds.drop()
     assert holds.cap(("forewarn-events", 0), 12) == (False, None)
+
+
+def test_records_reach_the_agent_in_offset_order_or_wait_for_the_missing_ones():
+    guard = CommitGuard()
+    order = ProcessOrder(guard)
+    order.sought({P: 40})
+    assert order.admit(P, 40) == (True, None)
+    # 41 and 42 were dropped on the way (flow stopped): 43 must not be processed ahead of them.
+    assert order.admit(P, 43) == (False, 41)
+    assert order.admit(P, 44) == (False, None)  # read again from 41 asked already
+    assert order.refused(P, 43) and order.refused(P, 44) and not order.refused(P, 43)
+    order.sought({P: 41})
+    assert [order.admit(P, offset)[0] for offset in (41, 42, 43, 44)] == [True, True, True, True]
+    assert order.admit(P, 42) == (True, None)  # a copy read again later: the hop knows it
+
+
+def test_offsets_a_read_from_a_seek_found_empty_are_no_hole():
+    guard = CommitGuard()
+    order = ProcessOrder(guard)
+    order.sought({P: 0})
+    guard.absent(P, range(0, 57))  # compacted away: the read from the seek began at 57
+    assert order.admit(P, 57) == (True, None)
+    assert order.admit(P, 60) == (False, 58)
+
+
+def test_a_partition_moved_away_and_back_starts_from_where_it_is_sought():
+    order = ProcessOrder(CommitGuard())
+    order.sought({P: 10})
+    assert order.admit(P, 10) == (True, None)
+    order.forget([P])
+    assert order.admit(P, 500) == (True, None)  # nothing known: as faust hands it on
