@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.kafka.commit_guard import CommitGuard, Holds, ProcessOrder, ReadFence, StallWatch
+from streams.kafka.commit_guard import AckWatch, CommitGuard, Holds, ProcessOrder, ReadFence, StallWatch
 
 P = ("notifications", 1)
 
@@ -178,3 +178,13 @@ def test_a_partition_moved_away_and_back_starts_from_where_it_is_sought():
     assert order.admit(P, 10) == (True, None)
     order.forget([P])
     assert order.admit(P, 500) == (True, None)  # nothing known: as faust hands it on
+
+
+def test_messages_in_flight_without_an_acknowledgement_count_as_stuck_from_the_last_one():
+    watch = AckWatch()
+    assert watch.stuck_for(True, 100.0) == 0.0
+    assert watch.stuck_for(True, 130.0) == 30.0
+    watch.acked()
+    assert watch.stuck_for(True, 131.0) == 0.0  # an acknowledgement: progress
+    assert watch.stuck_for(False, 200.0) == 0.0  # nothing in flight: nothing stuck
+    assert watch.stuck_for(True, 201.0) == 0.0
