@@ -15,6 +15,7 @@ aiokafka or the broker re-runs ``tests/faults`` (``--long`` for full size).
 | ``ReadFence`` | records fetched before a seek are still handed on and move faust's read offset past the re-read | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``CommitGuard`` | faust commits past an unprocessed head (lowest acked = committed + 1 passes; nothing checked before a first commit) | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | ``Holds`` | faust counts a record done when the agent's batch ends; the event-time timeline still holds it | ``tests/kafka/test_commit_guard.py``, ``tests/integration/test_replay.py`` |
+| seek on the consumer's thread (``_seek_in_consumer_thread``) | faust seeks from the app's thread while the consumer thread drains fetch results: the fetcher crashed with a KeyError | ``tests/faults/test_crash_state.py`` |
 | ``ProcessOrder`` (``in_order``) | the stream drops a record that arrives while flow is stopped and hands on the next: an outage reached only the customers read before the hole, a checkout left behind let its reminder fire | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crash_state.py`` |
 | ``StallWatch`` (``read_stalled_again``, a 5 s timer) | a partition behind its end while the worker is idle: its records vanished between fetch and agent with nothing left to notice | ``tests/kafka/test_commit_guard.py``, ``tests/faults/test_crashes.py`` |
 | recovery that was interrupted starts again (``_seek_fenced_recovery``, ``_complete_current_recovery``) | a rebalance during table recovery is swallowed while faust waits for the actives, and it goes on with the new generation's standbys unread: a seek to offset None crashed the worker | ``tests/kafka/test_faust_fixes.py``, ``tests/faults/test_crashes.py`` (two workers) |
@@ -171,6 +172,13 @@ async def _seek_fenced(self, partition, offset):
         process_order.sought({(partition.topic, partition.partition): offset})
 
 
+async def _seek_in_consumer_thread(self, partition, offset):
+    # faust calls aiokafka's seek from the app's thread while the consumer's own thread drains the fetch
+    # results that seek deletes: a KeyError there crashed the fetcher, and the worker with it.
+    thread = self._thread
+    await thread.call_thread(thread._ensure_consumer().seek, partition, offset)
+
+
 async def _revoked_fenced(self, revoked):
     read_fence.forget((tp.topic, tp.partition) for tp in revoked)
     process_order.forget((tp.topic, tp.partition) for tp in revoked)
@@ -282,6 +290,7 @@ def install(*, fetch_max_wait_ms: int, bootstrap: list[str]) -> None:
     _faust.getmany = _getmany_fenced
     _faust.perform_seek = _perform_seek_fenced
     _faust.seek = _seek_fenced
+    _faust._seek = _seek_in_consumer_thread
     _faust.on_partitions_revoked = _revoked_fenced
     _faust.ack = _ack_processed_only
     _faust_recovery._seek_offsets = _seek_fenced_recovery
