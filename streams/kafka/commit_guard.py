@@ -166,9 +166,12 @@ class ProcessOrder:
             self._next.pop(partition, None)
             self._rereading.pop(partition, None)
 
-    def admit(self, partition: Partition, offset: int) -> tuple[bool, int | None]:
-        """(whether the agent may have the record, the offset to read the partition again from, if any)."""
-        expected = self._next.get(partition)
+    def admit(self, partition: Partition, offset: int, start: int | None = None) -> tuple[bool, int | None]:
+        """(whether the agent may have the record, the offset to read the partition again from, if any).
+
+        ``start``: where reading the partition began (its commit), for a partition no seek was seen for.
+        """
+        expected = self._next.get(partition, start)
         if expected is None or offset == expected or (offset > expected and self._empty(partition, expected, offset)):
             self._next[partition] = offset + 1
             return True, None

@@ -206,7 +206,9 @@ def in_order(events: list) -> list:
     admitted = []
     for event in events:
         message = event.message
-        admit, reread_from = process_order.admit((message.topic, message.partition), message.offset)
+        key = (message.topic, message.partition)
+        admit, reread_from = process_order.admit(key, message.offset,
+                                                 _read_from(event.app.consumer, message.tp, key))
         if admit:
             admitted.append(event)
         elif reread_from is not None:
@@ -214,6 +216,11 @@ def in_order(events: list) -> list:
                         "again from there", message.topic, message.partition, message.offset, reread_from)
             asyncio.ensure_future(event.app.consumer.seek(message.tp, reread_from))
     return admitted
+
+
+def _read_from(consumer, tp, key) -> int | None:
+    """Where the partition's records are read from: its commit, or where it was started without one."""
+    return consumer._committed_offset.get(tp) or commit_guard.first_offsets.get(key) or start_offsets.get(key)
 
 
 async def read_stalled_again(app, bootstrap: list[str]) -> None:
@@ -236,7 +243,7 @@ async def read_stalled_again(app, bootstrap: list[str]) -> None:
         return
     behind = {}
     for key, tp in partitions.items():
-        committed = consumer._committed_offset.get(tp) or commit_guard.first_offsets.get(key) or start_offsets.get(key)
+        committed = _read_from(consumer, tp, key)
         if committed is not None and ends.get(TopicPartition(*key), 0) > committed:
             behind[key] = committed
     for key, offset in stall_watch.check(behind, not consumer._unacked_messages, time.monotonic()):

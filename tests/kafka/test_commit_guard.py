@@ -188,3 +188,10 @@ def test_messages_in_flight_without_an_acknowledgement_count_as_stuck_from_the_l
     assert watch.stuck_for(True, 131.0) == 0.0  # an acknowledgement: progress
     assert watch.stuck_for(False, 200.0) == 0.0  # nothing in flight: nothing stuck
     assert watch.stuck_for(True, 201.0) == 0.0
+
+
+def test_a_partition_no_seek_was_seen_for_is_held_to_its_commit():
+    order = ProcessOrder(CommitGuard())
+    assert order.admit(P, 295, start=288) == (False, 288)  # 288 to 294 never reached the agent
+    order.sought({P: 288})
+    assert order.admit(P, 288, start=288) == (True, None)
