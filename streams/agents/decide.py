@@ -306,8 +306,7 @@ def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: C
 
     @app.agent(pipeline.decide_input, concurrency=1, name="decide")
     async def decide(stream):
-        async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-            if events := faust_fixes.in_order(events):
-                await stop.run(hop.batch, events)
+        async for events in faust_fixes.ordered_batches(stream, BATCH, BATCH_WAIT):
+            await stop.run(hop.batch, events)
 
     return hop

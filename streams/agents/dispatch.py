@@ -275,14 +275,12 @@ def register(app: faust.App, pipeline: Pipeline, poison: Poison | None = None) -
 
     @app.agent(pipeline.notifications, concurrency=1, name="dispatch")
     async def dispatch(stream):
-        async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-            if events := faust_fixes.in_order(events):
-                await stop.run(hop.window, events)
+        async for events in faust_fixes.ordered_batches(stream, settings.dispatch_window, WINDOW_WAIT):
+            await stop.run(hop.window, events)
 
     @app.agent(pipeline.retry, concurrency=1, name="redispatch")
     async def redispatch(stream):
-        async for events in stream.take_events(settings.dispatch_window, within=WINDOW_WAIT):
-            if events := faust_fixes.in_order(events):
-                await stop_retry.run(hop.retry_window, events)
+        async for events in faust_fixes.ordered_batches(stream, settings.dispatch_window, WINDOW_WAIT):
+            await stop_retry.run(hop.retry_window, events)
 
     return hop

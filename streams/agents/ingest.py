@@ -218,8 +218,7 @@ def register(app: faust.App, pipeline: Pipeline, catch_up: CatchUp, bootstrap: l
 
     @app.agent(pipeline.sources, concurrency=1, name="ingest")
     async def ingest(stream):
-        async for events in stream.take_events(BATCH, within=BATCH_WAIT):
-            if events := faust_fixes.in_order(events):
-                await stop.run(hop.batch, events)
+        async for events in faust_fixes.ordered_batches(stream, BATCH, BATCH_WAIT):
+            await stop.run(hop.batch, events)
 
     return hop

@@ -162,9 +162,15 @@ class ProcessOrder:
                 self._next[partition] = offset
 
     def forget(self, partitions: Iterable[Partition]) -> None:
-        for partition in partitions:
+        gone = set(partitions)
+        for partition in gone:
             self._next.pop(partition, None)
             self._rereading.pop(partition, None)
+        self._refused = {refused for refused in self._refused if refused[0] not in gone}
+
+    def expecting(self, partition: Partition) -> bool:
+        """Whether the next offset of ``partition`` is known (else ``admit`` wants its start)."""
+        return partition in self._next
 
     def admit(self, partition: Partition, offset: int, start: int | None = None) -> tuple[bool, int | None]:
         """(whether the agent may have the record, the offset to read the partition again from, if any).
@@ -239,10 +245,13 @@ class AckWatch:
     def acked(self) -> None:
         self.acks += 1
 
+    def reset(self) -> None:
+        self._seen = None
+
     def stuck_for(self, in_flight: bool, now: float) -> float:
         """Seconds since the last acknowledgement while messages are in flight; 0 when none are."""
         if not in_flight:
-            self._seen = None
+            self.reset()
             return 0.0
         if self._seen is None or self._seen[0] != self.acks:
             self._seen = (self.acks, now)

@@ -135,7 +135,7 @@ def _new_offset_past_processed_only(self, tp):
     if reread_from is not None:
         log.warning("%s partition %d: offset %d was never processed; reading the partition again from there",
                     tp.topic, tp.partition, reread_from)
-        asyncio.ensure_future(self.seek(tp, reread_from))
+        _seek_soon(self, tp, reread_from)
     if not may_commit:
         return None
     held, capped = holds.cap((tp.topic, tp.partition), self._committed_offset[tp])
@@ -201,21 +201,45 @@ def _ack_processed_only(self, message):
     return acked
 
 
+async def ordered_batches(stream, size: int, within: float):
+    """``stream.take_events``, each batch holding only what the agent may process (``in_order``)."""
+    async for events in stream.take_events(size, within=within):
+        if events := in_order(events):
+            yield events
+
+
 def in_order(events: list) -> list:
     """The events an agent may process: each partition's in offset order, none past one that never came."""
     admitted = []
     for event in events:
         message = event.message
         key = (message.topic, message.partition)
-        admit, reread_from = process_order.admit(key, message.offset,
-                                                 _read_from(event.app.consumer, message.tp, key))
+        consumer = event.app.consumer
+        start = None if process_order.expecting(key) else _read_from(consumer, message.tp, key)
+        admit, reread_from = process_order.admit(key, message.offset, start)
         if admit:
             admitted.append(event)
         elif reread_from is not None:
             log.warning("%s partition %d: offset %d reached the agent ahead of offset %d; reading the partition "
                         "again from there", message.topic, message.partition, message.offset, reread_from)
-            asyncio.ensure_future(event.app.consumer.seek(message.tp, reread_from))
+            _seek_soon(consumer, message.tp, reread_from)
     return admitted
+
+
+_seeks_asked: set[asyncio.Task] = set()  # held until done: the loop keeps only weak references to tasks
+
+
+def _seek_soon(consumer, tp, offset: int) -> None:
+    """Read ``tp`` again from ``offset`` without waiting; if the seek fails, the commit guard asks again."""
+    task = asyncio.ensure_future(consumer.seek(tp, offset))
+    _seeks_asked.add(task)
+    task.add_done_callback(_seek_done)
+
+
+def _seek_done(task: asyncio.Task) -> None:
+    _seeks_asked.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("reading a partition again failed (%r); the commit guard asks again", task.exception())
 
 
 def _read_from(consumer, tp, key) -> int | None:
@@ -278,7 +302,7 @@ def _name_stuck_messages(unacked) -> None:
     stuck = ack_watch.stuck_for(True, time.monotonic())
     if stuck < STUCK_WARNING:
         return
-    ack_watch.stuck_for(False, 0.0)  # the next warning after as long again
+    ack_watch.reset()  # the next warning after as long again
     sample = sorted((m.tp.topic, m.tp.partition, m.offset, m.refcount, m.acked) for m in list(unacked))[:12]
     log.warning("%d messages in flight and none acknowledged for %.0f s: %s", len(unacked), stuck,
                 ", ".join(f"{t}/{p}@{o} refs={r} acked={a}" for t, p, o, r, a in sample))

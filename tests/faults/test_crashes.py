@@ -135,10 +135,15 @@ def trace(bootstrap: str, settings, customer_ids: set[str]) -> list[str]:
     return lines
 
 
+def customer_of(address: str) -> str:
+    """``klant{n}@example.nl`` (``row``) belongs to customer ``C{n:06d}``."""
+    return f"C{int(address.removeprefix('klant').split('@')[0]):06d}"
+
+
 def surprises(bootstrap: str, settings, imitation, expected: "Expected") -> list[str]:
     """The cart reminders nobody should have had, with what the topics say about their customers."""
     unexpected = {a.to for a in imitation.accepted_by(SENDGRID)} - expected.email
-    customers = {f"C{int(address.removeprefix('klant').split('@')[0]):06d}" for address in unexpected}
+    customers = {customer_of(address) for address in unexpected}
     return sorted(unexpected) + (trace(bootstrap, settings, customers) if customers else [])
 
 
@@ -150,7 +155,7 @@ def explain(broker, pipeline: "Pipeline", imitation, worker=None) -> None:
         print(f"LOST {phone}:", *said, sep="\n  ")
     lost_email = pipeline.expected.email - {a.to for a in imitation.accepted_by(SENDGRID)}
     if lost_email:
-        customers = {f"C{int(a.removeprefix('klant').split('@')[0]):06d}" for a in sorted(lost_email)[:5]}
+        customers = {customer_of(address) for address in sorted(lost_email)[:5]}
         print("LOST EMAIL", *sorted(lost_email), *trace(broker.bootstrap, pipeline.settings, customers), sep="\n  ")
     print("IMITATION", imitation.summary())
     if worker is not None and worker.running:

@@ -65,3 +65,17 @@ def test_a_recovery_of_the_current_generation_seeks_as_faust_does():
 def test_an_interrupted_recovery_is_not_completed():
     with pytest.raises(faust_recovery.RebalanceAgain):
         asyncio.run(faust_fixes._complete_current_recovery(_Recovery(rebalanced=True), 2))
+
+
+def test_a_re_read_that_fails_is_logged_and_let_go(caplog):
+    class Refusing:
+        async def seek(self, tp, offset):
+            raise OSError("broker gone")
+
+    async def scenario():
+        faust_fixes._seek_soon(Refusing(), TP("forewarn-events", 2), 456)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert faust_fixes._seeks_asked == set()
+    assert "reading a partition again failed (OSError('broker gone'))" in caplog.text
