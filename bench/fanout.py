@@ -59,6 +59,7 @@ defaults: {quiet_hours: false}
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms, email]
     template: outage_started

@@ -39,6 +39,7 @@ defaults: {quiet_hours: false}
 rules:
   - id: cart-reminder
     on: cart.updated
+    category: marketing
     channels: [email]
     template: cart_reminder
     wait: 1h

@@ -57,6 +57,7 @@ defaults:
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms, email]
     template: outage_started
@@ -66,6 +67,7 @@ rules:
       premium: {channels: [sms, email], channel_mode: all}
   - id: outage-updated
     on: outage.updated
+    category: service
     audience: told
     channels: [sms, email]
     template: outage_updated
@@ -73,21 +75,25 @@ rules:
     min_change: 30m
   - id: outage-resolved
     on: outage.resolved
+    category: service
     audience: told
     channels: [sms, email]
     template: outage_resolved
     essential: true
   - id: order-delayed
     on: order.delayed
+    category: service
     channels: [sms, email]
     template: order_delayed
     cancel_on: [order.delivered, order.cancelled]
   - id: order-shipped
     on: order.shipped
+    category: service
     channels: [email]
     template: order_shipped
   - id: cart-reminder
     on: cart.updated
+    category: marketing
     channels: [email]
     template: cart_reminder
 """

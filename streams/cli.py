@@ -33,13 +33,17 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _preflight(settings: Settings):
-    """Load rules and templates, or stop with every problem listed (exit 2)."""
+def _preflight(settings: Settings, *, sends: bool = False):
+    """Load rules and templates, or stop with every problem listed (exit 2); ``sends``: links can be signed."""
     from streams.core.config import load_config
+    from streams.core.unsubscribe import require_links
     from streams.errors import ConfigError, RulesInvalid
 
     try:
-        return load_config(settings)
+        config = load_config(settings)
+        if sends:
+            require_links(settings, config.rules)
+        return config
     except RulesInvalid as exc:
         for problem in exc.problems:
             err.print(f"[red]error[/red] {problem}", highlight=False)
@@ -59,14 +63,15 @@ def worker() -> None:
     from dataclasses import replace
 
     settings = Settings.from_env()
-    config = _preflight(settings)
+    config = _preflight(settings, sends=True)
     if _writes_outbox(settings):
         _check_outbox(settings.outbox_dir)
     broker_credentials(settings.kafka_security)  # TLS files that do not load: one line, before connecting
     with bootstrap_servers(settings.bootstrap_servers) as bootstrap:
         if not settings.bootstrap_servers:
             err.print(f"embedded broker on {bootstrap} (memory only)")
-        ensure_topics(bootstrap, settings.topics.all(), settings.partitions)
+        ensure_topics(bootstrap, settings.topics.all(), settings.partitions,
+                      compacted=settings.topics.compacted())
         from faust.worker import Worker
 
         from streams.worker import build_app
@@ -74,6 +79,19 @@ def worker() -> None:
         app = build_app(replace(settings, bootstrap_servers=bootstrap), config)
         gc_tuning.tune()
         Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def _throwaway_secret(settings: Settings) -> Settings:
+    """A run that sends nobody anything real signs its unsubscribe links with a key made for it."""
+    if settings.unsubscribe_secret:
+        return settings
+    import secrets
+    from dataclasses import replace
+
+    key = secrets.token_urlsafe(32)
+    os.environ["FOREWARN_UNSUBSCRIBE_SECRET"] = key  # the demo's worker and receiver processes too
+    err.print("[dim]FOREWARN_UNSUBSCRIBE_SECRET unset: unsubscribe links signed with a key for this run only[/dim]")
+    return replace(settings, unsubscribe_secret=key)
 
 
 def _writes_outbox(settings: Settings) -> bool:
@@ -269,7 +287,7 @@ def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=T
     from streams.core.policy import format_duration
     from streams.tools.simulate import simulate as run
 
-    config = _preflight(replace(Settings.from_env(), rules_file=rules))
+    config = _preflight(_throwaway_secret(replace(Settings.from_env(), rules_file=rules)))
     started = time.perf_counter()
     report = run(config, customers, events, out)
     elapsed = time.perf_counter() - started
@@ -316,8 +334,8 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
 
     if providers not in ("outbox", "imitation"):
         _fail("--providers is outbox or imitation")
-    settings = Settings.from_env()
-    _preflight(settings)
+    settings = _throwaway_secret(Settings.from_env())
+    _preflight(settings, sends=True)
     outbox = outbox or settings.outbox_dir
     try:
         if outbox.exists():

@@ -9,6 +9,7 @@
     ├── EventError              an incoming event is not JSON or breaks its schema
     ├── ReceiptRefused          a delivery receipt is forged, stale, replayed or unsigned (403)
     │   └── ReceiptMalformed    not shaped as the provider sends it (400, 413, 415)
+    ├── UnsubscribeRefused      an unsubscribe link is forged, malformed or expired
     ├── BrokerError             the embedded broker would not start or answer,
     │                           or a tool's messages were not all delivered
     └── ChannelError            a channel could not hand a message over
@@ -92,6 +93,14 @@ class ReceiptMalformed(ReceiptRefused):
 
 class BrokerError(ForewarnError):
     """The embedded broker did not start or does not answer, or messages given to Kafka were not delivered."""
+
+
+class UnsubscribeRefused(ForewarnError):
+    """An unsubscribe token does not hold: forged or malformed (``ticket`` None), or expired."""
+
+    def __init__(self, message: str, ticket=None):
+        super().__init__(message)
+        self.ticket = ticket
 
 
 class ChannelError(ForewarnError):

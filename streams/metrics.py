@@ -33,7 +33,7 @@ RETRIES = Counter("forewarn_send_retries_total", "Sends or look-ups tried again,
 UNKNOWN_OUTCOMES = Counter("forewarn_outcome_unknown_total",
                            "Sends whose outcome was unknown (5xx, time-out), by how that was resolved",
                            ["provider", "resolution"])
-OPTOUTS = Counter("forewarn_optouts_total", "Customers who withdrew consent at a provider", ["channel", "source"])
+OPTOUTS = Counter("forewarn_optouts_total", "Opt-outs recorded, by channel and source", ["channel", "source"])
 FALLBACKS = Counter("forewarn_fallbacks_total", "Fallbacks requested after a channel failed for good",
                     ["failed_channel", "source"])
 RECEIPTS = Counter("forewarn_webhook_receipts_total", "Signed delivery receipts taken in", ["provider"])

@@ -118,7 +118,10 @@ class Topics:
     deadletter: str = setting("FOREWARN_TOPIC_DEADLETTER", "deadletter", "refused input, with its original bytes")
     retry: str = setting("FOREWARN_TOPIC_RETRY", "notifications.retry",
                          "notifications parked after the dispatcher's retry budget")
-    optouts: str = setting("FOREWARN_TOPIC_OPTOUTS", "optouts", "consent withdrawn at a provider")
+    consent: str = setting("FOREWARN_TOPIC_CONSENT", "consent", "what customers said they want to hear (STOP, "
+                           "unsubscribe links, support, provider opt-outs), keyed by customer")
+    preferences: str = setting("FOREWARN_TOPIC_PREFERENCES", "preferences", "compacted: each customer's "
+                               "preferences with provenance, newest per scope (written by the decide hop)")
     fallbacks: str = setting("FOREWARN_TOPIC_FALLBACKS", "fallbacks", "a channel failed for good: try the next")
 
     @classmethod
@@ -130,6 +133,10 @@ class Topics:
 
     def for_event_type(self, event_type: str) -> str:
         return getattr(self, TOPIC_FOR_EVENT[event_type.split(".", 1)[0]])
+
+    def compacted(self) -> tuple[str, ...]:
+        """The topics that keep the newest record per key (and forget a key on a tombstone)."""
+        return (self.customers, self.preferences)
 
     def all(self) -> tuple[str, ...]:
         return tuple(getattr(self, spec.name) for spec in fields(self))
@@ -272,6 +279,15 @@ class Settings:
                                     "sent notification id", "float")
     webhook_public_url: str | None = setting("FOREWARN_WEBHOOK_PUBLIC_URL", None, "where Twilio and SendGrid reach "
                                              "the receiver, e.g. https://hooks.example.nl", "optional", shown="unset")
+    unsubscribe_secret: str | None = setting("FOREWARN_UNSUBSCRIBE_SECRET", None, "signs the one-click unsubscribe "
+                                             "links (secret; the same for workers and the receiver); needed when a "
+                                             "rule's emails carry List-Unsubscribe", "optional", secret=True,
+                                             shown="unset")
+    unsubscribe_mailto: str | None = setting("FOREWARN_UNSUBSCRIBE_MAILTO", None, "address of the mailto "
+                                             "List-Unsubscribe (default unsubscribe@ the SENDGRID_FROM domain)",
+                                             "optional", shown="unset")
+    unsubscribe_days: float = setting("FOREWARN_UNSUBSCRIBE_DAYS", 90.0, "days an unsubscribe link keeps working",
+                                      "float")
     webhook_host: str = setting("FOREWARN_WEBHOOK_HOST", "127.0.0.1", "address the receiver listens on")
     webhook_port: int = setting("FOREWARN_WEBHOOK_PORT", 8088, "port the receiver listens on", "int")
     webhook_max_age: float = setting("FOREWARN_WEBHOOK_MAX_AGE", 300.0, "older signed receipts are refused as "

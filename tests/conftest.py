@@ -18,6 +18,8 @@ from streams.settings import ROOT, Settings
 # A worker's group join waits about half the session timeout on the embedded broker: 3 s instead of
 # production's 5 for each of the suite's few dozen worker starts. Every worker the tests start inherits it.
 os.environ.setdefault("FOREWARN_SESSION_TIMEOUT", "6")
+# The same signing key for every worker and simulator a test starts, so their unsubscribe links agree.
+os.environ.setdefault("FOREWARN_UNSUBSCRIBE_SECRET", "tests-only-" + uuid.uuid4().hex)
 
 
 SERIAL_GROUPS = ("kills", "poison", "providers")  # longest chain first

@@ -7,6 +7,7 @@ them, unless it was made with ``auto_ack=True``.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,10 +188,42 @@ def fake_pipeline(settings: Settings | None = None) -> Pipeline:
         deliveries=one(names.deliveries),
         deadletter=one(names.deadletter),
         retry=one(names.retry),
-        optouts=one(names.optouts),
+        consent=one(names.consent),
         fallbacks=one(names.fallbacks),
         customers=FakeTable("customers", bytes),
         outages=FakeTable("outages"),
         states=FakeTable("states", bytes),
         dispatched=FakeTable("dispatched", bytes),
+        preferences=FakeTable("preferences", bytes),
     )
+
+
+CRM_TIME = "2026-01-01T00:00:00+00:00"  # before every event of the tests: any later statement wins
+
+
+def preferences_of(customer: dict) -> "Preferences":
+    """The preferences a customer record's CRM consents make, as the decide hop would make them."""
+    from streams.core.consent import Preferences
+
+    preferences = Preferences(customer["id"])
+    preferences.from_crm(customer.get("consents", {}), CRM_TIME)
+    return preferences
+
+
+def upsert_event(customer: dict, at: str = CRM_TIME) -> dict:
+    """The ``customer.upserted`` event that makes ``customer`` (a directory record) known."""
+    data = {k: v for k, v in customer.items() if k != "id"}
+    return {"id": f"u-{customer['id']}-{at}", "type": "customer.upserted", "occurred_at": at,
+            "customer_id": customer["id"], "data": data}
+
+
+def known(decider, *customers: dict, at: str = CRM_TIME) -> None:
+    """Make ``customers`` known to ``decider`` the way a CRM upsert does (directory and consents)."""
+    for customer in customers:
+        list(decider.handle(upsert_event(customer, at), datetime.fromisoformat(at)))
+
+
+def links_for_tests():
+    from streams.core.unsubscribe import UnsubscribeLinks
+
+    return UnsubscribeLinks("tests-only", "http://127.0.0.1:8088", "unsubscribe@example.nl", timedelta(days=90))

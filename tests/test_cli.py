@@ -17,15 +17,18 @@ version: 1
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     channels: [sms]
     template: outage_startd
   - id: order-delayed
     on: order.delayed
+    category: service
     when: "event.data.new_eta >"
     channels: [sms]
     template: order_delayed
   - id: cart-reminder
     on: cart.updated
+    category: marketing
     when: "event.data.totaal > 0"
     channels: [email]
     template: cart_reminder

@@ -25,6 +25,7 @@ version: 1
 rules:
   - id: order-delayed
     on: order.delayed
+    category: service
     when: "{when}"
     channels: [sms]
     template: order_delayed

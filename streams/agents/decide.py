@@ -33,6 +33,7 @@ from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
 from streams.core.clock import Step, Timeline, Watermarks, moves_clock, wall_now
 from streams.core.config import CoreConfig
+from streams.core.consent import PreferenceChange
 from streams.core.decider import Decider, Decision, Notification
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.fanout_plan import plan_fanout
@@ -136,9 +137,9 @@ class Decide:
         topic, topics = message.topic, self.settings.topics
         if topic == topics.due:
             kind = await self._due(payload, partition)
-        elif topic == topics.optouts:
-            self.decider.opt_out(payload["customer_id"], payload["channel"])
-            kind = "optout"
+        elif topic == topics.consent:
+            self.decider.prefer(PreferenceChange.of(payload, partition))
+            kind = "consent"
         elif topic == topics.fallbacks:
             await self.emit(self.decider.fall_back(payload, self.now(partition)))
             kind = "fallback"
@@ -278,7 +279,8 @@ def register(app: faust.App, pipeline: Pipeline, config: CoreConfig, catch_up: C
     directory = CustomerDirectory(ChangelogTable(pipeline.customers, sends), settings.partitions)
     decider = Decider(config.rules, config.renderer, directory, ChangelogTable(pipeline.outages, sends),
                       ChangelogTable(pipeline.states, sends),
-                      DueIndex(lambda customer_id: owner_partition(customer_id, settings.partitions)))
+                      DueIndex(lambda customer_id: owner_partition(customer_id, settings.partitions)),
+                      ChangelogTable(pipeline.preferences, sends), config.links)
 
     def owned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topics.events}

@@ -16,7 +16,7 @@ The window is the bound on messages in flight: while it is busy, nothing more
 is taken, and faust stops fetching once its buffer is full (backpressure).
 
 What the courier decides (``streams.channels.courier.Courier``) lands here:
-``deliveries`` always; ``optouts`` and ``fallbacks`` keyed and partitioned by
+``deliveries`` always; ``consent`` and ``fallbacks`` keyed and partitioned by
 customer, as the decide agent places a customer; a notification whose retry
 budget ran out goes to ``notifications.retry`` (in the notification's own
 partition) and is tried once more after ``FOREWARN_RETRY_DELAY`` by
@@ -145,7 +145,7 @@ class GuardedSends:
         notification, pipeline = outcome.notification, self.pipeline
         DELIVERIES.labels(outcome.delivery["channel"], outcome.delivery["provider"], outcome.delivery["status"]).inc()
         await self.sends.send(pipeline.deliveries, notification["id"].encode(), orjson.dumps(outcome.delivery))
-        for topic, extra in ((pipeline.optouts, outcome.optout), (pipeline.fallbacks, outcome.fallback)):
+        for topic, extra in ((pipeline.consent, outcome.optout), (pipeline.fallbacks, outcome.fallback)):
             if extra is not None:
                 await self.sends.send(topic, extra["customer_id"].encode(), orjson.dumps(extra),
                                       partition=owner_partition(extra["customer_id"], pipeline.settings.partitions))

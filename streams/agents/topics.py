@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import faust
 
+from streams.kafka.sends import changelog_named
 from streams.settings import Settings
 
 
@@ -28,12 +29,13 @@ class Pipeline:
     deliveries: faust.TopicT
     deadletter: faust.TopicT
     retry: faust.TopicT
-    optouts: faust.TopicT
+    consent: faust.TopicT
     fallbacks: faust.TopicT
     customers: faust.Table  # compact JSON per customer (streams.core.directory)
     outages: faust.Table
     states: faust.Table
     dispatched: faust.Table  # what the dispatcher has sent, by notification id (streams.channels.ledger)
+    preferences: faust.Table  # per customer (streams.core.consent); its changelog is the ``preferences`` topic
 
 
 def declare(app: faust.App, settings: Settings) -> Pipeline:
@@ -50,16 +52,18 @@ def declare(app: faust.App, settings: Settings) -> Pipeline:
         sources=raw(*names.source()),
         events=one(names.events),
         due=one(names.due),
-        decide_input=raw(names.events, names.due, names.optouts, names.fallbacks),
+        decide_input=raw(names.events, names.due, names.consent, names.fallbacks),
         notifications=one(names.notifications),
         suppressed=one(names.suppressed),
         deliveries=one(names.deliveries),
         deadletter=one(names.deadletter),
         retry=one(names.retry),
-        optouts=one(names.optouts),
+        consent=one(names.consent),
         fallbacks=one(names.fallbacks),
         customers=app.Table("customers", partitions=partitions, value_type=bytes),
         outages=app.Table("outages", partitions=partitions),
         states=app.Table("states", partitions=partitions, value_type=bytes),  # msgpack (streams.core.state)
         dispatched=app.Table("dispatched", partitions=partitions, value_type=bytes),
+        preferences=changelog_named(app.Table("preferences", partitions=partitions, value_type=bytes),
+                                    names.preferences),
     )

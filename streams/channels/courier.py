@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from streams.core.consent import PreferenceChange, Scope, Statement
 from streams.channels.base import Channel, Handover
 from streams.channels.ratelimit import share
 from streams.errors import ChannelError, ChannelRejected, ChannelUnavailable, OutcomeUnknown, Throttled
@@ -51,9 +52,10 @@ def delivery(notification: dict[str, Any], status: str, provider: str, *, attemp
 
 
 def optout_record(customer_id: str, channel: str, reason: str, notification_id: str | None = None) -> dict[str, Any]:
-    """For ``optouts``: the decide side marks ``channel`` as without consent for this customer."""
-    return {"customer_id": customer_id, "channel": channel, "reason": reason, "at": now_iso(),
-            "notification_id": notification_id}
+    """For ``consent``: the provider says the customer opted out of ``channel`` (a STOP, an unsubscribe)."""
+    detail = f"{reason} (notification {notification_id})" if notification_id else reason
+    statement = Statement(Scope(channel), False, now_iso(), "provider", detail[:500])
+    return PreferenceChange((statement,), customer_id=customer_id).to_record()
 
 
 def fallback_record(notification_id: str, customer_id: str, rule: str, failed_channel: str, reason: str,

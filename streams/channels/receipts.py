@@ -12,7 +12,7 @@ Forged, stale and replayed receipts get 403, malformed ones 400 (413 too large,
 and none becomes a record. A valid receipt goes to ``deliveries`` keyed by
 notification id; a failed SMS or a bounced email whose notification names
 fallback channels also to ``fallbacks``; an unsubscribe (Twilio 21610; SendGrid
-unsubscribe, spam report, dropped as unsubscribed) also to ``optouts``. The
+unsubscribe, spam report, dropped as unsubscribed) also to ``consent``. The
 answer is 2xx only once Kafka has the records, so the provider retries what did
 not land.
 
@@ -430,7 +430,8 @@ class Receiver:
             return web.Response(status=503, text="try again")
         RECEIPTS.labels(provider).inc()
         for optout in records.optouts:
-            OPTOUTS.labels(optout["channel"], "receipt").inc()
+            for statement in optout["statements"]:
+                OPTOUTS.labels(statement["channel"] or "all", statement["source"]).inc()
         for fallback in records.fallbacks:
             FALLBACKS.labels(fallback["failed_channel"], "receipt").inc()
         return web.Response(status=200)
@@ -443,7 +444,7 @@ class Receiver:
         # Keyed and placed as the decide agent places a customer's events, so its owner gets them.
         sends += [self.publish(topic, r["customer_id"].encode(), orjson.dumps(r),
                                owner_partition(r["customer_id"], partitions))
-                  for topic, rows in ((topics.optouts, records.optouts), (topics.fallbacks, records.fallbacks))
+                  for topic, rows in ((topics.consent, records.optouts), (topics.fallbacks, records.fallbacks))
                   for r in rows]
         await asyncio.gather(*sends)
 

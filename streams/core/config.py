@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from streams.core.render import Renderer
 from streams.core.rules import RuleSet, check_rules
+from streams.core.unsubscribe import UnsubscribeLinks, links_for
 from streams.errors import ConfigError, RulesInvalid
 from streams.core.events import Schemas
 from streams.settings import Settings
@@ -16,6 +17,7 @@ class CoreConfig:
     schemas: Schemas
     renderer: Renderer
     rules: RuleSet
+    links: UnsubscribeLinks | None = None  # None: no FOREWARN_UNSUBSCRIBE_SECRET
 
 
 def renderer_for(settings: Settings) -> Renderer:
@@ -28,7 +30,7 @@ def load_config(settings: Settings) -> CoreConfig:
     if problems:
         raise RulesInvalid(problems)
     assert ruleset is not None
-    return CoreConfig(schemas, renderer, ruleset)
+    return CoreConfig(schemas, renderer, ruleset, links_for(settings))
 
 
 def check_config(settings: Settings) -> list[ConfigError]:

@@ -25,6 +25,7 @@ import orjson
 
 from streams.core import restraint
 from streams.core.clock import event_time
+from streams.core.consent import MARKETING, PreferenceBook, PreferenceChange, Scope
 from streams.core.directory import Customer, CustomerDirectory
 from streams.core.events import customer_record
 from streams.core.outcomes import Decision, Notification, Suppression, notification_id
@@ -32,6 +33,7 @@ from streams.core.render import Rendered, Renderer
 from streams.core.restraint import ADDRESS_FIELD, Attempt, Defer, Trigger as _Trigger, reachable
 from streams.core.rules import LOCALES, Rule, RuleSet
 from streams.core.schedule import Due, DueIndex
+from streams.core.unsubscribe import Headers, UnsubscribeLinks
 from streams.core.state import Contact, CustomerState, Fact, Fallback, Pending, Told, decode_state, encode_state
 from streams.errors import TemplateError
 
@@ -95,8 +97,11 @@ class Decider:
     def __init__(self, rules: RuleSet, renderer: Renderer, directory: CustomerDirectory,
                  outages: MutableMapping[str, dict[str, Any]] | None = None,
                  states: MutableMapping[str, bytes] | None = None,
-                 due: DueIndex | None = None):
+                 due: DueIndex | None = None, preferences: MutableMapping[str, bytes] | None = None,
+                 links: UnsubscribeLinks | None = None):
         self.rules = rules
+        self.preferences = PreferenceBook(preferences)
+        self.links = links  # None: emails carry no unsubscribe link (and marketing email is not sent)
         self.renderer = renderer
         self.directory = directory
         self.outages: MutableMapping[str, dict[str, Any]] = outages if outages is not None else {}
@@ -118,6 +123,7 @@ class Decider:
         event_type = event["type"]
         if event_type == "customer.upserted":
             self.directory.upsert(customer_record(event))
+            self.preferences.from_crm(event["customer_id"], event["data"]["consents"], event["occurred_at"])
             return
         if event_type == "customer.deleted":
             self._forget(event["customer_id"])
@@ -193,11 +199,17 @@ class Decider:
         while (due := self.due.pop_next(now, shards)) is not None:
             yield from self.fire(due, due.moment)
 
-    def opt_out(self, customer_id: str, channel: str) -> None:
-        """The provider says the customer unsubscribed (Twilio 21610, a SendGrid unsubscribe)."""
-        customer = self.directory.get(customer_id)
-        if customer is not None and customer.get("consents", {}).get(channel, False):
-            self.directory.upsert({**customer, "consents": {**customer.get("consents", {}), channel: False}})
+    def prefer(self, change: PreferenceChange) -> list[str]:
+        """A customer said what they want to hear (STOP, an unsubscribe link, support, a provider's opt-out).
+
+        A change by phone number (an SMS STOP) applies to every customer of this
+        partition with that number. Returns the customers whose preferences changed.
+        """
+        if change.customer_id is not None:
+            customers = [change.customer_id]
+        else:
+            customers = self.directory.with_phone(change.phone or "", change.partition)
+        return [c for c in customers if self.preferences.state(c, change.statements)]
 
     def fall_back(self, record: dict[str, Any], now: datetime) -> Iterator[Decision]:
         """A channel failed for good: send the same message once on the next channel the rule names."""
@@ -284,7 +296,8 @@ class Decider:
             return
         plan = rule.plan_for(customer.get("tier", "standard"))
         if plan.wait or rule.coalesce:
-            chosen, refusals = reachable(plan.channels, customer, plan.channel_mode)
+            chosen, refusals = reachable(plan.channels, customer, plan.channel_mode,
+                                         self.preferences.get(customer["id"]), rule)
             if not chosen:  # nothing to hold for: say so now, not when it falls due
                 channel, reason = refusals[0]
                 yield Suppression(rule.id, customer["id"], reason, event["id"], stamp, channel=channel,
@@ -377,7 +390,7 @@ class Decider:
         if not plan.enabled:
             return
         attempt = Attempt(trigger, customer, plan, state or CustomerState(), now, _iso(now),
-                          self.rules.budget, list(plan.channels))
+                          self.preferences.get(customer["id"]), self.rules.budget, list(plan.channels))
         verdict = restraint.restrain(attempt)
         if isinstance(verdict, Defer):
             yield from self._defer(attempt, verdict)
@@ -401,8 +414,14 @@ class Decider:
         for channel in a.chosen:
             if a.ids[channel] in state.sent_ids:
                 continue
+            links = self._unsubscribe(a, channel, locale)
+            if links is None and channel == "email" and rule.category == MARKETING:
+                yield a.suppressed("render_failed", "marketing email needs an unsubscribe link: set "
+                                                    "FOREWARN_UNSUBSCRIBE_SECRET", channel)
+                continue
             try:
-                rendered = self._render(channel, locale, a.plan.template, event, customer, a.trigger.outage_key)
+                rendered = self._render(channel, locale, a.plan.template, event, customer, a.trigger.outage_key,
+                                        links.url if links else None)
             except TemplateError as exc:
                 yield a.suppressed("render_failed", str(exc)[:300], channel)
                 continue
@@ -418,6 +437,7 @@ class Decider:
                 tier=customer.get("tier"), priority=rule.priority,
                 segments=segments.segments if segments else None,
                 encoding=segments.encoding if segments else None, key=key, fallback=fallback or None,
+                category=rule.category, unsubscribe=links.as_email_headers() if links else None,
             )
         if emitted and not a.trigger.fallback_from:  # a fallback is the same contact on another channel
             self._record_contact(a, emitted)
@@ -452,23 +472,29 @@ class Decider:
             before = a.told.channels if a.told is not None else []
             state.outages[a.outage_id] = Told(sorted(set(emitted) | set(before)), event["data"].get("expected_end"))
 
+    def _unsubscribe(self, a: Attempt, channel: str, locale: str) -> Headers | None:
+        """The link an email of this rule carries: marketing ones all, service ones if the rule asks."""
+        if channel != "email" or not a.rule.unsubscribable or self.links is None:
+            return None
+        scope = Scope("email", MARKETING) if a.rule.category == MARKETING else Scope("email", rule=a.rule.id)
+        return self.links.headers(a.customer["id"], scope, locale, a.now)
+
     def _render(self, channel: str, locale: str, template: str, event: dict[str, Any], customer: Customer,
-                outage_key: str | None) -> Rendered:
+                outage_key: str | None, unsubscribe_url: str | None = None) -> Rendered:
         """Render, or reuse the text rendered for a customer who looks the same to this template.
 
         In a fan-out most customers differ only in fields the template never
         reads; this is what makes 100,000 outage messages cheap.
         """
         fields = self.renderer.customer_fields(channel, locale, template)
-        if fields is None:
-            return self.renderer.render(channel, locale, template, event=event, customer=customer,
-                                        extra=self._extra(outage_key))
+        extra = self._extra(outage_key, unsubscribe_url)
+        if fields is None or unsubscribe_url is not None:  # a link is the customer's own: nothing to share
+            return self.renderer.render(channel, locale, template, event=event, customer=customer, extra=extra)
         key = (channel, locale, template, self._render_context(event, outage_key),
                orjson.dumps([customer.get(f) for f in sorted(fields)], default=str))
         found = self._rendered.get(key)
         if found is None:
-            found = self.renderer.render(channel, locale, template, event=event, customer=customer,
-                                         extra=self._extra(outage_key))
+            found = self.renderer.render(channel, locale, template, event=event, customer=customer, extra=extra)
             if len(self._rendered) >= RENDER_CACHE_SIZE:
                 self._rendered.clear()
             self._rendered[key] = found
@@ -484,8 +510,11 @@ class Decider:
         self._last_slim = (event, slim)
         return slim
 
-    def _extra(self, outage_key: str | None) -> dict[str, Any] | None:
-        return {"outage": self.outages.get(outage_key)} if outage_key else None
+    def _extra(self, outage_key: str | None, unsubscribe_url: str | None = None) -> dict[str, Any] | None:
+        extra = {"outage": self.outages.get(outage_key)} if outage_key else {}
+        if unsubscribe_url is not None:
+            extra["unsubscribe_url"] = unsubscribe_url
+        return extra or None
 
     def _render_context(self, event: dict[str, Any], outage_key: str | None) -> bytes:
         """The event and outage as the template sees them, serialised once per fan-out, not per customer."""
@@ -539,7 +568,9 @@ class Decider:
                 self._save(customer["id"], state)
 
     def _forget(self, customer_id: str) -> None:
+        """``customer.deleted``: their record, preferences, state and pending messages go."""
         self.directory.delete(customer_id)
+        self.preferences.forget(customer_id)
         state = self._load(customer_id)
         if state is not None:
             for pending_id in state.pending:

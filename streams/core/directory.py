@@ -53,6 +53,7 @@ class CustomerDirectory:
         self.records: MutableMapping[str, bytes] = records if records is not None else {}
         self.partitions = partitions
         self._index: dict[tuple[int, int, str], set[str]] = {}
+        self._phones: dict[str, str | tuple[str, ...]] = {}  # phone -> customer id(s), for an SMS STOP
         self.rebuild_index()
 
     def __len__(self) -> int:
@@ -80,6 +81,7 @@ class CustomerDirectory:
 
     def rebuild_index(self) -> None:
         self._index.clear()
+        self._phones.clear()
         for raw in self.records.values():
             self._index_customer(orjson.loads(raw))
 
@@ -111,13 +113,28 @@ class CustomerDirectory:
                             continue  # already yielded under an earlier key
                         yield customer
 
+    def with_phone(self, phone: str, partition: int | None = None) -> list[str]:
+        """The ids of the customers with this phone number (of ``partition`` only, if given)."""
+        found = self._phones.get(phone, ())
+        ids = (found,) if isinstance(found, str) else found
+        return sorted(i for i in ids if partition is None or owner_partition(i, self.partitions) == partition)
+
     def _slot(self, customer: Customer) -> tuple[int, int]:
         return owner_partition(customer["id"], self.partitions), _urgency(customer)
 
     def _index_customer(self, customer: Customer) -> None:
         part, urgency = self._slot(customer)
+        customer_id = customer["id"]
         for key in _keys(customer):
-            self._index.setdefault((part, urgency, key), set()).add(customer["id"])
+            self._index.setdefault((part, urgency, key), set()).add(customer_id)
+        phone = customer.get("phone")
+        if phone:
+            held = self._phones.get(phone)
+            if held is None or held == customer_id:
+                self._phones[phone] = customer_id
+            else:  # a shared number: a household, a business line
+                ids = (held,) if isinstance(held, str) else held
+                self._phones[phone] = tuple(sorted({*ids, customer_id}))
 
     def _unindex(self, customer: Customer) -> None:
         part, urgency = self._slot(customer)
@@ -127,3 +144,11 @@ class CustomerDirectory:
                 members.discard(customer["id"])
                 if not members:
                     del self._index[(part, urgency, key)]
+        phone = customer.get("phone")
+        held = self._phones.get(phone) if phone else None
+        if held is not None:
+            rest = tuple(i for i in ((held,) if isinstance(held, str) else held) if i != customer["id"])
+            if not rest:
+                del self._phones[phone]
+            else:
+                self._phones[phone] = rest[0] if len(rest) == 1 else rest

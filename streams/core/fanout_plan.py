@@ -51,7 +51,8 @@ def plan_fanout(decider: Decider, event: dict[str, Any], partition: int | None =
             tier_plan = rule.plan_for(customer.get("tier", "standard"))
             if not tier_plan.enabled:
                 continue
-            chosen, _ = reachable(tier_plan.channels, customer, tier_plan.channel_mode)
+            chosen, _ = reachable(tier_plan.channels, customer, tier_plan.channel_mode,
+                                  decider.preferences.get(customer["id"]), rule)
             if not chosen:
                 plan.unreachable += 1
             for channel in chosen:

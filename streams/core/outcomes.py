@@ -29,6 +29,8 @@ class Notification:
     encoding: str | None = None
     key: str | None = None
     fallback: tuple[str, ...] | None = None
+    category: str | None = None
+    unsubscribe: dict[str, str] | None = None  # List-Unsubscribe and List-Unsubscribe-Post, for email
 
     def to_dict(self) -> dict[str, Any]:
         record = self.__dict__.copy()

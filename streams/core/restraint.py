@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from streams.core.clock import event_time
+from streams.core.consent import Preferences
 from streams.core.directory import Customer
 from streams.core.outcomes import Suppression, notification_id
 from streams.core.policy import Budget
@@ -23,12 +24,14 @@ ADDRESS_FIELD = {"sms": "phone", "email": "email"}
 _at = datetime.fromisoformat
 
 
-def reachable(channels, customer: Customer, mode: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """The channels to use for this customer, and why the others cannot be."""
+def reachable(channels, customer: Customer, mode: str, preferences: Preferences,
+              rule: Rule) -> tuple[list[str], list[tuple[str, str]]]:
+    """The channels to use for this customer for ``rule``, and why the others cannot be."""
     chosen, refusals = [], []
     for channel in channels:
-        if not customer.get("consents", {}).get(channel, False):
-            refusals.append((channel, "no_consent"))
+        withheld = preferences.withheld(channel, rule.category, rule.id)
+        if withheld is not None:
+            refusals.append((channel, withheld))
         elif not customer.get(ADDRESS_FIELD[channel]):
             refusals.append((channel, "no_contact_address"))
         else:
@@ -81,6 +84,7 @@ class Attempt:
     state: CustomerState
     now: datetime
     stamp: str
+    preferences: Preferences
     budget: Budget | None = None
     channels: list[str] = field(default_factory=list)
     outage_id: str | None = None
@@ -159,18 +163,16 @@ def min_change(a: Attempt) -> Verdict | None:
 
 
 def choose_channels(a: Attempt) -> Verdict | None:
-    """The channels consent and addresses allow; a fallback tries only the ones the failure left."""
+    """The channels preferences and addresses allow; a fallback tries only the ones the failure left."""
     trigger = a.trigger
     if trigger.fallback_from:
         a.channels = list(trigger.only)
     # Whoever was told about an outage hears the rest on every channel they heard it on.
     mode = "first" if trigger.fallback_from else a.plan.channel_mode if a.told is None else "all"
-    a.chosen, refusals = reachable(a.channels, a.customer, mode)
+    a.chosen, refusals = reachable(a.channels, a.customer, mode, a.preferences, a.rule)
     if a.chosen:
         return None
     channel, reason = refusals[0]
-    if trigger.from_pending and reason == "no_consent":
-        reason = "opted_out"  # it could be reached when the trigger came in
     return a.suppressed(reason, ", ".join(f"{c}: {r}" for c, r in refusals), channel)
 
 

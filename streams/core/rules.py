@@ -34,6 +34,7 @@ from jsonschema.exceptions import best_match
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from streams.core.consent import MARKETING, SERVICE
 from streams.core.outcomes import fact_fingerprint
 from streams.core.policy import Budget, Cap, QuietHours, parse_duration
 from streams.core.render import CHANNEL_PARTS, Renderer
@@ -92,6 +93,13 @@ class Rule:
     # Event fields whose values, with the key, make the fact a message tells; None: no fact dedupe.
     dedupe: tuple[str, ...] | None = None
     dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW
+    category: str = SERVICE
+    list_unsubscribe: bool = False  # service emails carry List-Unsubscribe too
+
+    @property
+    def unsubscribable(self) -> bool:
+        """Its emails carry List-Unsubscribe: every marketing rule, and service rules that ask."""
+        return self.category == MARKETING or self.list_unsubscribe
 
     @property
     def holds(self) -> bool:
@@ -312,7 +320,12 @@ class _Checker:
             quiet_hours=None if quiet is False else (QuietHours.parse(quiet) if quiet else DEFAULT_QUIET_HOURS),
             cap=Cap.parse(raw["cap"]) if "cap" in raw else None,
             min_change=_duration(raw, "min_change"), min_interval=_duration(raw, "min_interval"),
+            category=raw.get("category", SERVICE), list_unsubscribe=raw.get("list_unsubscribe", False),
         )
+        if "category" not in raw:
+            self.problem(f"rule '{rule.id}' has no category: add 'category: service' for what the customer needs "
+                         "to know (outages, their orders; sent unless they opted out) or 'category: marketing' for "
+                         "what sells (cart reminders; sent only with their marketing consent)", line)
         for cancel_type, match in cancel_on:
             if match == "key" and cancel_type.split(".")[0] != sorted(families)[0] and "key" not in raw:
                 self.problem(f"rule '{rule.id}': {cancel_type} cannot carry the key {key}; "

@@ -65,12 +65,15 @@ def security_options(security: KafkaSecurity) -> dict[str, Any]:
     return options
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, compacted: Iterable[str] = ()) -> None:
+    """Create the topics that do not exist yet; ``compacted`` ones keep the newest record per key."""
+    compacted = set(compacted)
     admin = KafkaAdminClient(**client_options(bootstrap), client_id="forewarn-admin")
     try:
         for name in topics:  # one at a time: a batch fails whole when one exists
+            configs = {"cleanup.policy": "compact"} if name in compacted else {}
             try:
-                admin.create_topics([NewTopic(name, partitions, 1)])
+                admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass
     finally:

@@ -169,6 +169,12 @@ class Sends:
             await asyncio.gather(*oldest)
 
 
+def changelog_named(table: faust.Table, topic: str) -> faust.Table:
+    """``table`` with its changelog on ``topic`` instead of ``<app>-<table>-changelog``: a topic others read."""
+    table.changelog_topic = table._new_changelog_topic().derive_topic(topics=[topic])
+    return table
+
+
 class ChangelogTable(MutableMapping):
     """A faust table read and written as a mapping, its changelog produced through ``Sends``.
 

@@ -50,6 +50,10 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
     record: dict[str, Any] = {k: (v or "").strip() for k, v in row.items() if k}
     record["consents"] = {"sms": record.pop("consent_sms", "").lower() in TRUE,
                           "email": record.pop("consent_email", "").lower() in TRUE}
+    marketing = {channel: record.pop(f"marketing_{channel}").lower() in TRUE
+                 for channel in ("sms", "email") if f"marketing_{channel}" in record}
+    if marketing:
+        record["consents"]["marketing"] = marketing
     if "critical" in record:
         record["critical"] = record["critical"].lower() in TRUE
     if not record.get("node_id"):

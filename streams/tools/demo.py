@@ -26,7 +26,7 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
     topics = settings.topics
     with EmbeddedBroker() as broker, ExitStack() as stack:
         console.print(f"[bold]1.[/bold] embedded broker (Tansu, memory only) on {broker.bootstrap}")
-        ensure_topics(broker.bootstrap, topics.all(), settings.partitions)
+        ensure_topics(broker.bootstrap, topics.all(), settings.partitions, compacted=topics.compacted())
         providers = {}
         if imitation:
             local = stack.enter_context(LocalProviders(settings, broker.bootstrap, sms_rate=20.0, email_rate=50.0))

@@ -9,6 +9,7 @@ within minutes, some at night, some with updates to the expected end.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -71,7 +72,9 @@ def _customers(rng: random.Random, spec: WeekSpec, areas: list[str]) -> Iterator
             "postcode": f"{area}{rng.choice(LETTERS)}{rng.choice(LETTERS)}",
             "node_id": f"N-{area}-{rng.randrange(4)}",
             "critical": rng.random() < 0.01,
-            "consents": {"sms": rng.random() < 0.8, "email": rng.random() < 0.95},
+            "consents": {"sms": rng.random() < 0.8, "email": rng.random() < 0.95,
+                         # Not drawn from rng: the week's other draws stay as they were.
+                         "marketing": {"sms": False, "email": zlib.crc32(b"m%d" % number) % 100 < 70}},
         }
 
 

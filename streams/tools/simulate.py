@@ -132,7 +132,7 @@ class _Outputs:
 
 def simulate(config: CoreConfig, customers: Path, events: Path, out: Path) -> SimulationReport:
     report = SimulationReport()
-    decider = Decider(config.rules, config.renderer, CustomerDirectory())
+    decider = Decider(config.rules, config.renderer, CustomerDirectory(), links=config.links)
     outputs = _Outputs(out)
     watermarks = Watermarks()
     watermarks.expect(FILE, 1)

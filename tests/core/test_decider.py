@@ -6,11 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from streams.channels.courier import optout_record
+from streams.core.consent import PreferenceChange
 from streams.core.decider import Decider, Notification, Suppression, notification_id
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.rules import load_rules
 from streams.core.state import decode_state
 from streams.settings import ROOT
+from tests.fakes import known, links_for_tests
 from tests.conftest import write
 
 NOW = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
@@ -19,7 +22,7 @@ NOW = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
 def customer(cid, postcode="1012AB", locale="nl", tier="standard", sms=True, email=True, **extra):
     return {"id": cid, "name": f"Klant {cid}", "phone": "+31612345678", "email": f"{cid.lower()}@example.nl",
             "locale": locale, "timezone": "Europe/Amsterdam", "tier": tier, "postcode": postcode,
-            "consents": {"sms": sms, "email": email}, **extra}
+            "consents": {"sms": sms, "email": email, "marketing": {"email": email}}, **extra}
 
 
 def outage(event_type="outage.started", event_id="e1", **data):
@@ -41,7 +44,7 @@ def order_delayed(customer_id="C1", event_id="o1"):
 @pytest.fixture
 def decider(renderer, schemas):
     rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
-    return Decider(rules, renderer, CustomerDirectory())
+    return Decider(rules, renderer, CustomerDirectory(), links=links_for_tests())
 
 
 def run(decider, event, settle=timedelta(hours=2), **kwargs):
@@ -55,38 +58,38 @@ def run(decider, event, settle=timedelta(hours=2), **kwargs):
 def test_outage_reaches_every_customer_in_the_area_and_nobody_else(decider):
     for c in [customer("C1", "1012AB"), customer("C2", "1012ZZ"), customer("C3", "3511AB"),
               customer("C4", "3511CD"), customer("C5", "1013AA"), customer("C6", "9999XX", node_id="N7")]:
-        decider.directory.upsert(c)
+        known(decider, c)
     sent, _ = run(decider, outage(areas=["1012", "3511AB"], nodes=["N7"]))
     assert sorted(n.customer_id for n in sent) == ["C1", "C2", "C3", "C6"]
     assert all(n.rule == "outage-started" and n.channel == "sms" for n in sent)
 
 
 def test_locale_picks_the_language(decider):
-    decider.directory.upsert(customer("C1", locale="nl"))
-    decider.directory.upsert(customer("C2", locale="en"))
+    known(decider, customer("C1", locale="nl"))
+    known(decider, customer("C2", locale="en"))
     sent = {n.customer_id: n for n in run(decider, outage())[0]}
     assert sent["C1"].locale == "nl" and "storing" in sent["C1"].body.lower()
     assert sent["C2"].locale == "en" and "outage" in sent["C2"].body.lower()
 
 
 def test_dutch_outage_sms_fits_one_gsm7_segment(decider):
-    decider.directory.upsert(customer("C1", locale="nl"))
+    known(decider, customer("C1", locale="nl"))
     (sms,), _ = run(decider, outage(areas=["1012", "3511AB"]))
     assert sms.encoding == "GSM-7" and sms.segments == 1
 
 
 def test_no_consent_falls_to_next_channel_or_is_suppressed_with_reason(decider):
-    decider.directory.upsert(customer("C1", sms=False))
-    decider.directory.upsert(customer("C2", sms=False, email=False))
+    known(decider, customer("C1", sms=False))
+    known(decider, customer("C2", sms=False, email=False))
     sent, suppressed = run(decider, outage())
     assert [(n.customer_id, n.channel) for n in sent] == [("C1", "email")]
-    assert [(s.customer_id, s.reason) for s in suppressed] == [("C2", "no_consent")]
+    assert [(s.customer_id, s.reason) for s in suppressed] == [("C2", "opted_out")]
     assert sent[0].subject and sent[0].html and "<" in sent[0].html
 
 
 def test_tiers_change_channels(decider):
-    decider.directory.upsert(customer("B", tier="basic"))
-    decider.directory.upsert(customer("P", tier="premium"))
+    known(decider, customer("B", tier="basic"))
+    known(decider, customer("P", tier="premium"))
     sent = sorted((n.customer_id, n.channel) for n in run(decider, outage())[0])
     assert sent == [("B", "email"), ("P", "email"), ("P", "sms")]
 
@@ -97,13 +100,13 @@ def test_order_for_unknown_customer_is_suppressed_not_lost(decider):
 
 
 def test_order_delayed_message_carries_new_date(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     (sms,), _ = run(decider, order_delayed(), settle=timedelta(hours=4))
     assert "28 november" in sms.body and sms.to == "+31612345678"
 
 
 def test_condition_filters_empty_cart(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     cart = {"id": "c1", "type": "cart.updated", "occurred_at": "2026-11-25T14:00:00+01:00", "customer_id": "C1",
             "data": {"cart_id": "K1", "items": [], "total": 0, "currency": "EUR",
                      "checkout_url": "https://shop.example.nl/checkout/K1"}}
@@ -114,8 +117,8 @@ def test_condition_filters_empty_cart(decider):
 
 
 def test_resolved_goes_to_the_area_of_the_started_outage(decider):
-    decider.directory.upsert(customer("C1", "1012AB"))
-    decider.directory.upsert(customer("C2", "2000AA"))
+    known(decider, customer("C1", "1012AB"))
+    known(decider, customer("C2", "2000AA"))
     run(decider, outage())
     sent, _ = run(decider, outage("outage.resolved", "e2"))
     assert [(n.customer_id, n.rule) for n in sent] == [("C1", "outage-resolved")]
@@ -135,7 +138,7 @@ def test_customer_moving_is_reindexed(decider):
 def test_partitions_split_a_fan_out_without_overlap(decider):
     decider.directory = CustomerDirectory(partitions=4)
     for i in range(40):
-        decider.directory.upsert(customer(f"C{i}"))
+        known(decider, customer(f"C{i}"))
     seen = []
     for p in range(4):
         sent, _ = run(decider, outage(), partition=p)
@@ -145,7 +148,7 @@ def test_partitions_split_a_fan_out_without_overlap(decider):
 
 
 def test_notification_ids_are_deterministic(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     first = run(decider, order_delayed(), settle=timedelta(hours=4))[0][0]
     assert first.id == notification_id("order-delayed", "ORD-1", "C1", "sms", "o1")
     sent, suppressed = run(decider, order_delayed(), settle=timedelta(hours=4))  # the same event delivered again
@@ -153,7 +156,7 @@ def test_notification_ids_are_deterministic(decider):
 
 
 def test_notifications_match_their_schema(decider, schemas):
-    decider.directory.upsert(customer("C1", tier="premium"))
+    known(decider, customer("C1", tier="premium"))
     sent, _ = run(decider, outage())
     assert len(sent) == 2
     for n in sent:
@@ -166,6 +169,7 @@ defaults: {quiet_hours: false}
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     channels: [sms]
     template: outage_started
 """
@@ -173,18 +177,18 @@ rules:
 
 def test_fan_out_emits_critical_then_premium_then_the_rest_each_once(renderer, schemas, tmp_path):
     rules = load_rules(write(tmp_path / "rules.yaml", IMMEDIATE_OUTAGE), renderer, schemas)
-    decider = Decider(rules, renderer, CustomerDirectory())
+    decider = Decider(rules, renderer, CustomerDirectory(), links=links_for_tests())
     for c in [customer("A1"), customer("A2", tier="premium"), customer("A3", critical=True),
               customer("A4", "1012AB", node_id="N1"), customer("A5", tier="premium", critical=True),
               customer("A6", "1099ZZ", node_id="N1")]:
-        decider.directory.upsert(c)
+        known(decider, c)
     order = [n.customer_id for n in decider.handle(outage(areas=["1012", "1012AB"], nodes=["N1"]), NOW)]
     assert sorted(order[:2]) == ["A3", "A5"] and order[2] == "A2"
     assert sorted(order) == ["A1", "A2", "A3", "A4", "A5", "A6"]  # A4 matches three keys, told once
 
 
 def test_directory_keeps_records_compact_and_rebuilds_its_index(decider):
-    decider.directory.upsert(customer("C1", "1012AB"))
+    known(decider, customer("C1", "1012AB"))
     assert isinstance(decider.directory.records["C1"], bytes)
     rebuilt = CustomerDirectory(dict(decider.directory.records))
     assert [c["id"] for c in rebuilt.affected(["1012"])] == ["C1"]
@@ -196,6 +200,7 @@ defaults: {quiet_hours: false, budget: {count: 1, per: 7d}}
 rules:
   - id: order-delayed
     on: order.delayed
+    category: service
     channels: [sms, email]
     template: order_delayed
 """
@@ -203,8 +208,8 @@ rules:
 
 def test_permanent_sms_failure_falls_back_to_email_once(renderer, schemas, tmp_path):
     rules = load_rules(write(tmp_path / "rules.yaml", FALLBACK_RULES), renderer, schemas)
-    decider = Decider(rules, renderer, CustomerDirectory())
-    decider.directory.upsert(customer("C1"))
+    decider = Decider(rules, renderer, CustomerDirectory(), links=links_for_tests())
+    known(decider, customer("C1"))
     (sms,) = list(decider.handle(order_delayed(), NOW))
     assert sms.channel == "sms" and sms.fallback == ("email",)
     assert schemas.problems("notification.json", sms.to_dict()) == []
@@ -217,9 +222,9 @@ def test_permanent_sms_failure_falls_back_to_email_once(renderer, schemas, tmp_p
 
 
 def test_provider_opt_out_withdraws_consent_for_that_channel(decider):
-    decider.directory.upsert(customer("C1"))
-    decider.opt_out("C1", "sms")
-    assert decider.directory.get("C1")["consents"] == {"sms": False, "email": True}
+    known(decider, customer("C1"))
+    decider.prefer(PreferenceChange.of(optout_record("C1", "sms", "Twilio 21610")))
+    assert decider.preferences.withheld("C1", "sms", "service", "order-delayed") == "opted_out"
     sent, _ = run(decider, order_delayed(), settle=timedelta(hours=4))
     assert [n.channel for n in sent] == ["email"]
 
@@ -230,6 +235,7 @@ defaults: {quiet_hours: false}
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms, email]
     template: outage_started
@@ -239,8 +245,8 @@ rules:
 
 def test_outage_fallback_email_names_the_areas_the_state_did_not_copy(renderer, schemas, tmp_path):
     rules = load_rules(write(tmp_path / "rules.yaml", OUTAGE_FALLBACK_RULES), renderer, schemas)
-    decider = Decider(rules, renderer, CustomerDirectory())
-    decider.directory.upsert(customer("C1"))
+    decider = Decider(rules, renderer, CustomerDirectory(), links=links_for_tests())
+    known(decider, customer("C1"))
     (sms,) = list(decider.handle(outage(areas=["1012", "3511"]), NOW))
     stored = decode_state(decider.states["C1"]).fallbacks[sms.id].event
     assert "areas" not in stored["data"]  # each customer's state stays small in a fan-out
@@ -268,7 +274,7 @@ def checked_out(at: datetime, event_id="k1"):
 
 
 def test_an_order_that_happened_after_the_cart_cancels_the_reminder_though_it_is_read_first(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     list(decider.handle(order_placed(NOW), NOW))
     sent, suppressed = run(decider, cart_updated(NOW - timedelta(minutes=10)))
     assert [n for n in sent if n.rule == "cart-reminder"] == []
@@ -276,7 +282,7 @@ def test_an_order_that_happened_after_the_cart_cancels_the_reminder_though_it_is
 
 
 def test_a_cancelling_event_older_than_the_pending_trigger_does_not_cancel_it(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     assert list(decider.handle(cart_updated(NOW), NOW)) == []  # held for an hour
     for late_news in (checked_out(NOW - timedelta(minutes=5)), order_placed(NOW - timedelta(minutes=5))):
         assert [s for s in decider.handle(late_news, NOW) if s.reason == "cancelled"] == []
@@ -305,7 +311,7 @@ def decided(decider, event, at):
 
 
 def test_the_same_shipment_published_twice_with_new_event_ids_is_one_email(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     first, _ = decided(decider, order_shipped("s1"), NOW)
     again, suppressed = decided(decider, order_shipped("s2", NOW + timedelta(minutes=5)), NOW + timedelta(minutes=5))
     assert len(first) == 1 and again == []
@@ -313,7 +319,7 @@ def test_the_same_shipment_published_twice_with_new_event_ids_is_one_email(decid
 
 
 def test_a_delay_with_the_same_new_date_is_not_news_and_a_new_date_is(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     later, next_day = NOW + timedelta(hours=3, minutes=30), NOW + timedelta(days=1)  # outside quiet hours
     sent, _ = decided(decider, delayed("d1", NOW), NOW)
     same, suppressed = decided(decider, delayed("d2", later), later)
@@ -323,7 +329,7 @@ def test_a_delay_with_the_same_new_date_is_not_news_and_a_new_date_is(decider):
 
 
 def test_the_same_fact_after_the_dedupe_window_is_sent_again_and_old_facts_are_pruned(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     decided(decider, order_shipped("s1"), NOW)
     week_later = NOW + timedelta(days=8)
     again, suppressed = decided(decider, order_shipped("s2", week_later), week_later)
@@ -338,19 +344,20 @@ version: 1
 rules:
   - id: order-shipped
     on: order.shipped
+    category: service
     channels: [email]
     template: order_shipped
     dedupe: false
 """)
-    decider = Decider(load_rules(rules, renderer, schemas), renderer, CustomerDirectory())
-    decider.directory.upsert(customer("C1"))
+    decider = Decider(load_rules(rules, renderer, schemas), renderer, CustomerDirectory(), links=links_for_tests())
+    known(decider, customer("C1"))
     first, _ = decided(decider, order_shipped("s1"), NOW)
     again, _ = decided(decider, order_shipped("s2"), NOW + timedelta(minutes=5))
     assert len(first) == len(again) == 1
 
 
 def test_a_delay_sent_again_with_the_same_new_date_is_not_news_even_with_another_reason(decider):
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     first, _ = run(decider, order_delayed(event_id="d1"), settle=timedelta(hours=4))  # coalesced for 3 h
     again = {**order_delayed(event_id="d2"), "occurred_at": "2026-11-25T20:00:00+01:00"}
     again["data"] = {**again["data"], "reason": "Drukte", "old_eta": "2026-11-27T12:00:00+01:00"}

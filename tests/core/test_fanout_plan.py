@@ -7,15 +7,16 @@ from streams.core.directory import CustomerDirectory
 from streams.core.fanout_plan import plan_fanout
 from streams.core.rules import load_rules
 from streams.settings import ROOT
+from tests.fakes import known, links_for_tests
 from tests.core.test_decider import customer, outage
 
 
 def test_plan_counts_what_the_fan_out_will_send(renderer, schemas):
     rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
-    decider = Decider(rules, renderer, CustomerDirectory())
+    decider = Decider(rules, renderer, CustomerDirectory(), links=links_for_tests())
     for c in [customer("S1"), customer("S2", locale="en"), customer("E1", sms=False), customer("P1", tier="premium"),
               customer("B1", tier="basic"), customer("N1", sms=False, email=False), customer("X1", "2000AA")]:
-        decider.directory.upsert(c)
+        known(decider, c)
     event = outage()
     plan = plan_fanout(decider, event)
     assert dict(plan.recipients) == {"sms": 3, "email": 3} and plan.unreachable == 1

@@ -19,6 +19,7 @@ from streams.core.rules import load_rules
 from streams.core.schedule import DueIndex
 from streams.core.state import decode_state
 from streams.settings import ROOT
+from tests.fakes import known, links_for_tests
 from tests.conftest import write
 
 LAMP = {"sku": "LMP-1", "name": "Desk lamp", "qty": 1, "unit_price": 12.5}
@@ -34,7 +35,7 @@ def at(text: str) -> datetime:
 def customer(cid, postcode="1012AB", tier="standard", sms=True, email=True, tz="Europe/Amsterdam", **extra):
     return {"id": cid, "name": f"Kim {cid}", "phone": "+31612345678", "email": f"{cid.lower()}@example.nl",
             "locale": "en", "timezone": tz, "tier": tier, "postcode": postcode,
-            "consents": {"sms": sms, "email": email}, **extra}
+            "consents": {"sms": sms, "email": email, "marketing": {"email": email}}, **extra}
 
 
 def cart(eid, when, cart_id="K1", cid="C1", items=(LAMP,)):
@@ -119,7 +120,7 @@ def suppressed(outcomes):
 
 
 def decider_from(path, renderer, schemas):
-    return Decider(load_rules(path, renderer, schemas), renderer, CustomerDirectory())
+    return Decider(load_rules(path, renderer, schemas), renderer, CustomerDirectory(), links=links_for_tests())
 
 
 def rules_file(tmp_path, rules, defaults=""):
@@ -135,7 +136,7 @@ def shipped(renderer, schemas):
 # -- 1. waits with debounce ----------------------------------------------------------------------
 
 def test_cart_reminder_is_sent_an_hour_after_the_last_update_with_its_data(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     out = feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"),
                cart("c2", "2026-11-25T10:40:00+01:00", items=(LAMP, CABLE)))
     assert summary(out) == [("coalesced", "cart-reminder", "C1", "c1")]
@@ -156,7 +157,7 @@ def test_cart_reminder_is_sent_an_hour_after_the_last_update_with_its_data(shipp
     ("premium", "2026-11-25T10:30:00+01:00"),
 ])
 def test_cart_wait_depends_on_the_tier(shipped, tier, due):
-    shipped.directory.upsert(customer("C1", tier=tier))
+    known(shipped, customer("C1", tier=tier))
     assert feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00")) == []
     assert list(shipped.fire_due(at(due) - timedelta(seconds=1))) == []
     assert summary(shipped.fire_due(at(due) + timedelta(hours=3))) == [
@@ -169,7 +170,7 @@ def test_cart_wait_depends_on_the_tier(shipped, tier, due):
     ("premium", "2026-11-25T14:05:00+01:00", ["sms", "email"]),
 ])
 def test_outage_started_is_held_for_a_grace_period_per_tier(shipped, tier, due, channels):
-    shipped.directory.upsert(customer("C1", tier=tier))
+    known(shipped, customer("C1", tier=tier))
     assert feed(shipped, started("s1", "2026-11-25T14:00:00+01:00")) == []
     assert list(shipped.fire_due(at(due) - timedelta(seconds=1))) == []
     out = list(shipped.fire_due(at(due) + timedelta(hours=1)))
@@ -186,8 +187,8 @@ def test_outage_started_is_held_for_a_grace_period_per_tier(shipped, tier, due, 
     (placed("x1", "2026-11-25T10:50:00+01:00", cid="C2"), False),           # another customer
 ], ids=["checkout", "order-placed", "other-cart", "other-customer"])
 def test_cart_reminder_cancelled_before_due(shipped, cancel, cancels):
-    shipped.directory.upsert(customer("C1"))
-    shipped.directory.upsert(customer("C2"))
+    known(shipped, customer("C1"))
+    known(shipped, customer("C2"))
     out = feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"), cancel)
     if cancels:
         assert summary(out) == [("cancelled", "cart-reminder", "C1", "c1")]
@@ -202,7 +203,7 @@ def test_cart_reminder_cancelled_before_due(shipped, cancel, cancels):
 
 @pytest.mark.parametrize("fire_first", [True, False], ids=["timer-ran", "timer-not-yet-run"])
 def test_checkout_after_the_due_time_does_not_cancel_the_reminder(shipped, fire_first):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     list(shipped.handle(cart("c1", "2026-11-25T10:00:00+01:00"), at("2026-11-25T10:00:00+01:00")))
     late = checkout("x1", "2026-11-25T11:30:00+01:00")
     if fire_first:  # event time: the reminder went at 11:00, the checkout comes after it
@@ -215,7 +216,7 @@ def test_checkout_after_the_due_time_does_not_cancel_the_reminder(shipped, fire_
 
 
 def test_checkout_processed_before_the_update_it_follows_cancels_it(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     assert feed(shipped, (checkout("x1", "2026-11-25T10:30:00+01:00"), "2026-11-25T10:31:00+01:00")) == []
     out = list(shipped.handle(cart("c1", "2026-11-25T10:00:00+01:00"), at("2026-11-25T10:31:00+01:00")))
     assert summary(out) == [("cancelled", "cart-reminder", "C1", "c1")]
@@ -225,7 +226,7 @@ def test_checkout_processed_before_the_update_it_follows_cancels_it(shipped):
 
 
 def test_cart_updated_after_a_checkout_of_the_same_cart_is_reminded(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     out = feed(shipped, checkout("x1", "2026-11-25T10:30:00+01:00"), cart("c1", "2026-11-25T10:45:00+01:00"),
                until="2026-11-25T12:00:00+01:00")
     assert summary(out) == [("sent", "cart-reminder", "C1", "email", at("2026-11-25T11:45:00+01:00"), ("c1",))]
@@ -248,7 +249,7 @@ AREA = [customer("E", sms=False), customer("N", sms=False, email=False), custome
 ], ids=["4-minutes", "7-minutes", "30-minutes"])
 def test_outage_grace_period(shipped, resolved_at, started_to, cancelled, resolved_to):
     for c in AREA:
-        shipped.directory.upsert(c)
+        known(shipped, c)
     out = feed(shipped, started("s1", "2026-11-25T14:00:00+01:00"), resolved("r1", resolved_at),
                until="2026-11-25T18:00:00+01:00")
     assert [(n.customer_id, n.channel) for n in sent(out) if n.rule == "outage-started"] == started_to
@@ -256,11 +257,11 @@ def test_outage_grace_period(shipped, resolved_at, started_to, cancelled, resolv
     assert all(n.event_ids == ("r1",) and at(n.created_at) == at(resolved_at)
                for n in sent(out) if n.rule == "outage-resolved")
     assert [(s.reason, s.rule, s.customer_id, s.event_id) for s in suppressed(out)] == \
-        [("no_consent", "outage-started", "N", "s1")] + [("cancelled", "outage-started", c, "s1") for c in cancelled]
+        [("opted_out", "outage-started", "N", "s1")] + [("cancelled", "outage-started", c, "s1") for c in cancelled]
 
 
 def test_all_clear_uses_the_told_channels_and_skips_customers_not_told(shipped):
-    shipped.directory.upsert(customer("E", sms=False))
+    known(shipped, customer("E", sms=False))
     out = feed(shipped, started("s1", "2026-11-25T14:00:00+01:00"),
                # after being told by email, E allows SMS and a new customer moves into the area
                upserted("u1", "2026-11-25T14:20:00+01:00", customer("E")),
@@ -274,7 +275,7 @@ def test_all_clear_uses_the_told_channels_and_skips_customers_not_told(shipped):
 
 
 def test_all_clear_during_quiet_hours_is_sent_in_the_morning(shipped):
-    shipped.directory.upsert(customer("S"))
+    known(shipped, customer("S"))
     out = feed(shipped, started("s1", "2026-11-25T20:00:00+01:00"), resolved("r1", "2026-11-25T23:00:00+01:00"),
                until="2026-11-26T12:00:00+01:00")
     assert summary(out) == [
@@ -290,7 +291,7 @@ def test_all_clear_during_quiet_hours_is_sent_in_the_morning(shipped):
 
 
 def test_outage_started_during_quiet_hours_and_over_by_morning_says_nothing(shipped):
-    shipped.directory.upsert(customer("S"))
+    known(shipped, customer("S"))
     out = feed(shipped, started("s1", "2026-11-25T22:00:00+01:00"), resolved("r1", "2026-11-26T01:00:00+01:00"),
                until="2026-11-26T12:00:00+01:00")
     assert summary(out) == [("quiet_hours", "outage-started", "S", "s1"), ("cancelled", "outage-started", "S", "s1")]
@@ -301,6 +302,7 @@ def test_outage_started_during_quiet_hours_and_over_by_morning_says_nothing(ship
 COALESCE_6H = """\
   - id: order-delayed
     on: order.delayed
+    category: service
     channels: [sms, email]
     template: order_delayed
     coalesce: 6h
@@ -312,7 +314,7 @@ COALESCE_6H = """\
 @pytest.fixture
 def coalescing(tmp_path, renderer, schemas):
     decider = decider_from(rules_file(tmp_path, COALESCE_6H), renderer, schemas)
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     return decider
 
 
@@ -352,7 +354,7 @@ def test_a_delay_after_the_window_is_a_new_message(coalescing):
 def told(shipped):
     """S told by SMS and E by email about OUT-1 (expected end 18:00); N could not be told."""
     for c in (customer("S"), customer("E", sms=False), customer("N", sms=False, email=False)):
-        shipped.directory.upsert(c)
+        known(shipped, c)
     out = feed(shipped, started("s1", "2026-11-25T14:00:00+01:00"), until="2026-11-25T14:10:00+01:00")
     assert [(n.customer_id, n.channel) for n in sent(out)] == [("E", "email"), ("S", "sms")]
     return shipped
@@ -421,8 +423,8 @@ def test_held_update_is_dropped_when_the_outage_ends_first(told):
     ("OUT-2", "covered by the message about outage OUT-1"),
 ])
 def test_overlapping_outages_one_start_and_one_all_clear(shipped, first_over, superseded_detail):
-    shipped.directory.upsert(customer("C1", node_id="N7"))
-    shipped.directory.upsert(customer("C2", postcode="1012ZZ"))
+    known(shipped, customer("C1", node_id="N7"))
+    known(shipped, customer("C2", postcode="1012ZZ"))
     last_over = {"OUT-1": "OUT-2", "OUT-2": "OUT-1"}[first_over]
     out = feed(shipped, started("s1", "2026-11-25T14:00:00+01:00", "OUT-1", areas=["1012"]),
                started("s2", "2026-11-25T14:20:00+01:00", "OUT-2", areas=["3511"], nodes=["N7"]),
@@ -447,7 +449,7 @@ def test_overlapping_outages_one_start_and_one_all_clear(shipped, first_over, su
 # -- 8. caps -------------------------------------------------------------------------------------
 
 def test_contact_budget_suppresses_the_fourth_but_not_an_essential_message(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     days = [shipped_order(f"p{i}", f"2026-11-{22 + i}T12:00:00+01:00", order_id=f"ORD-{i}") for i in range(4)]
     out = feed(shipped, *days, started("s1", "2026-11-25T14:00:00+01:00"), until="2026-11-25T15:00:00+01:00")
     assert summary(out) == [
@@ -466,7 +468,7 @@ def test_contact_budget_suppresses_the_fourth_but_not_an_essential_message(shipp
 
 
 def test_rule_cap_one_cart_reminder_per_week(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     out = feed(shipped, cart("c1", "2026-11-20T10:00:00+01:00"),
                cart("c2", "2026-11-23T10:00:00+01:00", cart_id="K2"),
                cart("c3", "2026-11-27T09:59:59+01:00", cart_id="K3"),    # due one second inside the week
@@ -514,7 +516,7 @@ def test_parse_duration_refuses(text):
 # -- 9. no duplicates ----------------------------------------------------------------------------
 
 def test_same_event_twice_while_pending_is_one_message(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     first = cart("c1", "2026-11-25T10:00:00+01:00")
     assert feed(shipped, first, (first, "2026-11-25T10:05:00+01:00")) == []
     assert summary(shipped.fire_due(at("2026-11-25T12:00:00+01:00"))) == [
@@ -528,7 +530,7 @@ def test_same_event_twice_while_pending_is_one_message(shipped):
     (started("s1", "2026-11-25T12:00:00+01:00"), "outage-started", "OUT-1", "sms"),
 ])
 def test_redelivered_event_is_a_duplicate(shipped, event, rule, key, channel):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     (first,) = feed(shipped, event, until="2026-11-25T16:00:00+01:00")
     assert first.id == notification_id(rule, key, "C1", channel, event["id"])
     assert first.id in decode_state(shipped.states["C1"]).sent_ids
@@ -538,7 +540,7 @@ def test_redelivered_event_is_a_duplicate(shipped, event, rule, key, channel):
 
 
 def test_redelivered_folded_event_is_a_duplicate(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     d1 = delayed("d1", "2026-11-25T10:00:00+01:00", "2026-11-28T12:00:00+01:00")
     d2 = delayed("d2", "2026-11-25T11:00:00+01:00", "2026-11-30T12:00:00+01:00")
     out = feed(shipped, d1, d2, until="2026-11-25T14:00:00+01:00")
@@ -565,14 +567,14 @@ def test_notification_id_is_deterministic_and_depends_on_every_part():
 
 @pytest.mark.parametrize("trigger, consents, expected", [
     (cart("c1", "2026-11-25T10:00:00+01:00"), {"sms": False, "email": False},
-     [("opted_out", "cart-reminder", "C1", "c1", "email", "email: no_consent")]),
+     [("opted_out", "cart-reminder", "C1", "c1", "email", "email: opted_out")]),
     (started("s1", "2026-11-25T10:00:00+01:00"), {"sms": False, "email": False},
-     [("opted_out", "outage-started", "C1", "s1", "sms", "sms: no_consent, email: no_consent")]),
+     [("opted_out", "outage-started", "C1", "s1", "sms", "sms: opted_out, email: opted_out")]),
     (started("s1", "2026-11-25T10:00:00+01:00"), {"sms": False, "email": True},
      [("sent", "outage-started", "C1", "email")]),
 ])
 def test_consent_withdrawn_before_the_due_time(shipped, trigger, consents, expected):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     change = upserted("u1", "2026-11-25T10:05:00+01:00", customer("C1", **consents))
     out = feed(shipped, trigger, change, until="2026-11-25T12:00:00+01:00")
     assert [("sent", o.rule, o.customer_id, o.channel) if isinstance(o, Notification)
@@ -580,7 +582,7 @@ def test_consent_withdrawn_before_the_due_time(shipped, trigger, consents, expec
 
 
 def test_deleted_customer_gets_nothing_pending(shipped):
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     gone = {"id": "g1", "type": "customer.deleted", "occurred_at": "2026-11-25T10:10:00+01:00",
             "customer_id": "C1", "data": {}}
     out = feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"), gone, until="2026-11-25T12:00:00+01:00")
@@ -588,8 +590,8 @@ def test_deleted_customer_gets_nothing_pending(shipped):
 
 
 def test_rebuild_due_index_restores_pending_timers(shipped):
-    shipped.directory.upsert(customer("C1"))
-    shipped.directory.upsert(customer("C2", tier="premium"))
+    known(shipped, customer("C1"))
+    known(shipped, customer("C2", tier="premium"))
     feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"), cart("c2", "2026-11-25T10:10:00+01:00", "K2", "C2"))
     shipped.due.clear()  # the in-memory index is lost
     assert list(shipped.fire_due(at("2026-11-25T12:00:00+01:00"))) == []
@@ -601,8 +603,8 @@ def test_rebuild_due_index_restores_pending_timers(shipped):
 
 
 def test_a_held_due_record_indexes_its_entry_again_unless_a_newer_trigger_replaced_it(shipped):
-    shipped.directory.upsert(customer("C1"))
-    shipped.directory.upsert(customer("C2"))
+    known(shipped, customer("C1"))
+    known(shipped, customer("C2"))
     feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"), cart("c2", "2026-11-25T10:00:00+01:00", "K2", "C2"))
     in_flight = {d.customer_id: d for d in shipped.due.pop_due(at("2026-11-25T12:00:00+01:00"))}
     feed(shipped, cart("c3", "2026-11-25T10:30:00+01:00", "K2", "C2"))  # C2's reminder: a newer version
@@ -614,14 +616,14 @@ def test_a_held_due_record_indexes_its_entry_again_unless_a_newer_trigger_replac
 
 
 def test_restart_from_recovered_tables_fires_only_owned_timers(shipped, renderer):
-    shipped.directory.upsert(customer("C1"))
-    shipped.directory.upsert(customer("C2"))
+    known(shipped, customer("C1"))
+    known(shipped, customer("C2"))
     feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"),
          cart("c2", "2026-11-25T10:20:00+01:00", "K2", "C2", items=(LAMP, CABLE)),
          cart("c3", "2026-11-25T10:30:00+01:00"))
     recovered = Decider(shipped.rules, renderer, CustomerDirectory(copy.deepcopy(shipped.directory.records)),
                         outages=copy.deepcopy(dict(shipped.outages)), states=copy.deepcopy(dict(shipped.states)),
-                        due=DueIndex())
+                        due=DueIndex(), preferences=dict(shipped.preferences.records), links=links_for_tests())
     recovered.rebuild_due_index(owns=lambda cid: cid == "C1")
     assert summary(recovered.fire_due(at("2026-11-25T12:00:00+01:00"))) == [
         ("sent", "cart-reminder", "C1", "email", at("2026-11-25T11:30:00+01:00"), ("c1", "c3"))]
@@ -636,10 +638,10 @@ def test_restart_from_recovered_tables_fires_only_owned_timers(shipped, renderer
     ("premium", {}, [("sent", "sms"), ("sent", "email")]),  # premium: SMS and email
     ("premium", {"email": False}, [("sent", "sms")]),
     ("standard", {"sms": False}, [("sent", "email")]),
-    ("basic", {"email": False}, [("no_consent", "email")]),  # basic never falls back to SMS
+    ("basic", {"email": False}, [("opted_out", "email")]),  # basic never falls back to SMS
 ])
 def test_order_delayed_channels_per_tier(shipped, tier, consents, expected):
-    shipped.directory.upsert(customer("C1", tier=tier, **consents))
+    known(shipped, customer("C1", tier=tier, **consents))
     handled = list(shipped.handle(D1, at(D1["occurred_at"])))
     fired = list(shipped.fire_due(at("2026-11-25T14:00:00+01:00")))
     out = handled + fired

@@ -7,6 +7,7 @@ from datetime import time, timedelta, timezone
 import pytest
 
 from streams.core.policy import QuietHours
+from tests.fakes import known
 from tests.core.test_policy import (at, cart, checkout, customer, decider_from, feed, rules_file, shipped_order,
                                     summary)
 from tests.core.test_policy import shipped  # noqa: F401  (fixture)
@@ -67,7 +68,7 @@ def test_deferral_keeps_a_utc_moment_in_utc():
     ("2026-11-26T03:30:00+01:00", "America/New_York", "2026-11-26T08:00:00-05:00"),
 ], ids=["22:30", "23:50", "02:00", "20:59", "dst-back", "dst-forward", "new-york-afternoon", "new-york-night"])
 def test_message_due_at_night_is_deferred_to_the_morning(shipped, due, tz, send):  # noqa: F811
-    shipped.directory.upsert(customer("C1", tz=tz))
+    known(shipped, customer("C1", tz=tz))
     out = feed(shipped, shipped_order("p1", due))
     if send is None:
         assert summary(out) == [("sent", "order-shipped", "C1", "email", at(due), ("p1",))]
@@ -80,7 +81,7 @@ def test_message_due_at_night_is_deferred_to_the_morning(shipped, due, tz, send)
 
 
 def test_held_message_falling_due_at_night_waits_for_the_morning(shipped):  # noqa: F811
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     out = feed(shipped, cart("c1", "2026-11-25T21:00:00+01:00"), cart("c2", "2026-11-25T21:30:00+01:00"),
                until="2026-11-26T07:59:59+01:00")
     assert summary(out) == [("coalesced", "cart-reminder", "C1", "c1"), ("quiet_hours", "cart-reminder", "C1", "c2")]
@@ -91,7 +92,7 @@ def test_held_message_falling_due_at_night_waits_for_the_morning(shipped):  # no
 
 
 def test_checkout_during_the_night_cancels_the_deferred_reminder(shipped):  # noqa: F811
-    shipped.directory.upsert(customer("C1"))
+    known(shipped, customer("C1"))
     out = feed(shipped, cart("c1", "2026-11-25T21:30:00+01:00"), checkout("x1", "2026-11-26T07:00:00+01:00"),
                until="2026-11-26T12:00:00+01:00")
     assert summary(out) == [("quiet_hours", "cart-reminder", "C1", "c1"), ("cancelled", "cart-reminder", "C1", "c1")]
@@ -100,6 +101,7 @@ def test_checkout_during_the_night_cancels_the_deferred_reminder(shipped):  # no
 SHIPPED_RULE = """\
   - id: order-shipped
     on: order.shipped
+    category: service
     channels: [email]
     template: order_shipped
 """
@@ -121,7 +123,7 @@ SHIPPED_RULE = """\
         "rule-overrides-defaults", "same-day-window", "built-in"])
 def test_quiet_hours_settings(tmp_path, renderer, schemas, extra, defaults, due, send):
     decider = decider_from(rules_file(tmp_path, SHIPPED_RULE + extra, defaults), renderer, schemas)
-    decider.directory.upsert(customer("C1"))
+    known(decider, customer("C1"))
     out = feed(decider, shipped_order("p1", due), until="2026-11-27T00:00:00+01:00")
     if send is None:
         assert summary(out) == [("sent", "order-shipped", "C1", "email", at(due), ("p1",))]

@@ -19,6 +19,7 @@ from streams.core.directory import CustomerDirectory
 from streams.core.render import Renderer
 from streams.core.rules import Rule, RuleSet
 from streams.errors import TemplateBudgetExceeded, TemplateError
+from tests.fakes import links_for_tests
 
 LINE = "x" * 130
 
@@ -191,7 +192,7 @@ def decider_for(renderer: Renderer, when: str | None = None) -> Decider:
                 condition=renderer.compile_expression(when) if when else None)
     directory = CustomerDirectory()
     directory.upsert(dict(CUSTOMER))
-    return Decider(RuleSet([rule], "rules.yaml", budget=None), renderer, directory)
+    return Decider(RuleSet([rule], "rules.yaml", budget=None), renderer, directory, links=links_for_tests())
 
 
 def test_over_budget_render_is_a_render_failed_suppression_with_the_reason(tmp_path):

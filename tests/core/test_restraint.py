@@ -13,6 +13,7 @@ from streams.core.restraint import (STOP, STEPS, Attempt, Defer, Trigger, choose
                                     min_change, min_interval, outage_told, quiet_hours, restrain, rule_cap)
 from streams.core.state import Contact, CustomerState, Fact, Told
 from streams.settings import Settings
+from tests.fakes import preferences_of
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 13:00 in Amsterdam
 NIGHT = datetime(2026, 11, 25, 22, 30, tzinfo=timezone.utc)  # 23:30 in Amsterdam
@@ -26,7 +27,7 @@ def rules():
 def customer(**changes) -> dict:
     record = {"id": "C1", "name": "Sanne de Vries", "phone": "+31612345678", "email": "sanne@example.nl",
               "locale": "nl", "timezone": "Europe/Amsterdam", "tier": "standard",
-              "consents": {"sms": True, "email": True}}
+              "consents": {"sms": True, "email": True, "marketing": {"email": True}}}
     return {**record, **changes}
 
 
@@ -39,7 +40,8 @@ def attempt(rules, rule_id: str, incoming: dict, *, state: CustomerState | None 
     rule, who = rules.get(rule_id), who or customer()
     plan = rule.plan_for(who["tier"])
     return Attempt(Trigger(rule, "K1", incoming, (incoming["id"],), incoming["id"], **trigger), who, plan,
-                   state or CustomerState(), now, now.isoformat(), rules.budget, list(plan.channels))
+                   state or CustomerState(), now, now.isoformat(), preferences_of(who), rules.budget,
+                   list(plan.channels))
 
 
 def reason(verdict) -> str | None:
@@ -93,17 +95,21 @@ def test_an_update_goes_only_when_the_expected_end_moves_by_more_than_min_change
     assert reason(min_change(a)) == ("coalesced" if held else None)
 
 
-@pytest.mark.parametrize("who, from_pending, expected", [
-    (customer(), False, None),
-    (customer(consents={"sms": False, "email": False}), False, "no_consent"),
-    (customer(consents={"sms": False, "email": False}), True, "opted_out"),  # could be reached at the trigger
-    (customer(phone=None, email=None), False, "no_contact_address"),
+@pytest.mark.parametrize("who, rule, expected", [
+    (customer(), "order-delayed", None),
+    (customer(consents={"sms": False, "email": False}), "order-delayed", "opted_out"),
+    (customer(phone=None, email=None), "order-delayed", "no_contact_address"),
+    (customer(consents={"sms": True, "email": True}), "order-delayed", None),  # service: no marketing consent needed
+    (customer(consents={"sms": True, "email": True}), "cart-reminder", "no_marketing_consent"),
+    (customer(consents={"sms": True, "email": True, "marketing": {"email": False}}), "cart-reminder", "opted_out"),
+    (customer(), "cart-reminder", None),
 ])
-def test_channels_follow_consent_and_addresses(rules, who, from_pending, expected):
-    a = attempt(rules, "order-delayed", event("order.delayed", order_id="O1"), who=who, from_pending=from_pending)
+def test_channels_follow_preferences_category_and_addresses(rules, who, rule, expected):
+    incoming = event("order.delayed", order_id="O1") if rule == "order-delayed" else event("cart.updated", cart_id="K")
+    a = attempt(rules, rule, incoming, who=who)
     assert reason(choose_channels(a)) == expected
     if expected is None:
-        assert a.chosen == ["sms"]  # the first reachable channel
+        assert a.chosen == (["sms"] if rule == "order-delayed" else ["email"])  # the first reachable channel
 
 
 def test_a_fallback_uses_only_the_channels_the_failure_left(rules):

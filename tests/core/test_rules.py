@@ -16,6 +16,7 @@ version: 1
 rules:
   - id: order-delayed
     on: order.delayed
+    category: service
     when: "event.data.new_eta|eta_start > event.data.old_eta|eta_start"
     channels: [sms, email]
     template: order_delayed
@@ -45,26 +46,29 @@ def test_template_typo_bad_expression_and_wrong_field_are_all_reported_with_line
     rules:
       - id: order-delayed
         on: order.delayed
+        category: service
         channels: [sms]
         template: order_delayd
       - id: cart-reminder
         on: cart.updated
+        category: marketing
         when: "event.data.total >> 5"
         channels: [email]
         template: cart_reminder
       - id: order-shipped
         on: order.shipped
+        category: service
         when: "event.data.carier == 'PostNL'"
         channels: [email]
         template: order_shipped
     """
     _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
     lines = {line for line, _ in problems}
-    assert lines == {6, 9, 14}, problems
+    assert lines == {7, 11, 17}, problems
     messages = dict(problems)
-    assert "template 'order_delayd' not found (missing sms/en/order_delayd.body.j2, sms/nl/order_delayd.body.j2)" in messages[6]
-    assert "condition does not parse" in messages[9]
-    assert "no field 'carier'" in messages[14] and "carrier" in messages[14]
+    assert "template 'order_delayd' not found (missing sms/en/order_delayd.body.j2, sms/nl/order_delayd.body.j2)" in messages[7]
+    assert "condition does not parse" in messages[11]
+    assert "no field 'carier'" in messages[17] and "carrier" in messages[17]
 
 
 def test_schema_errors_point_at_the_offending_key(tmp_path, renderer, schemas):
@@ -73,6 +77,7 @@ def test_schema_errors_point_at_the_offending_key(tmp_path, renderer, schemas):
     rules:
       - id: order-delayed
         on: order.delayd
+        category: service
         chanels: [sms]
         template: order_delayed
     """
@@ -83,7 +88,7 @@ def test_schema_errors_point_at_the_offending_key(tmp_path, renderer, schemas):
 
 def test_duplicate_ids_and_duplicate_yaml_keys(tmp_path, renderer, schemas):
     _, problems, _ = problems_for(tmp_path, GOOD + GOOD.split("rules:\n")[1], renderer, schemas)
-    assert problems and problems[0][0] == 8 and "used twice" in problems[0][1]
+    assert problems and problems[0][0] == 9 and "used twice" in problems[0][1]
     _, problems, _ = problems_for(tmp_path, "version: 1\nversion: 1\nrules: []\n", renderer, schemas)
     assert problems[0][0] == 2 and "YAML" in problems[0][1]
 
@@ -91,7 +96,7 @@ def test_duplicate_ids_and_duplicate_yaml_keys(tmp_path, renderer, schemas):
 def test_wrong_customer_field_in_condition(tmp_path, renderer, schemas):
     text = GOOD.replace("event.data.new_eta|eta_start > event.data.old_eta|eta_start", "customer.tiers == 'premium'")
     _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
-    assert problems == [(5, "rule 'order-delayed': condition uses customer.tiers: no field 'tiers' "
+    assert problems == [(6, "rule 'order-delayed': condition uses customer.tiers: no field 'tiers' "
                             "(known: consents, critical, email, id, locale, name, node_id, phone, postcode, tier, timezone)")]
 
 
@@ -134,6 +139,7 @@ defaults:
 rules:
   - id: order-delayed
     on: order.delayed
+    category: service
     channels: [sms, email]
     template: order_delayed
 """
@@ -174,6 +180,7 @@ defaults:
 rules:
   - id: order-delayed
     on: order.delayed
+    category: service
     channels: [sms, email]
     template: order_delayed
 """
@@ -197,7 +204,8 @@ def test_a_rule_dedupes_by_default_on_the_event_fields_its_templates_show(tmp_pa
 def test_dedupe_paths_and_window_are_read_from_the_rule_and_the_defaults(tmp_path, renderer, schemas):
     text = GOOD.replace("rules:\n", "defaults:\n  dedupe_window: 2d\nrules:\n") + (
         "    dedupe: [data.order_id, data.new_eta]\n"
-        "  - id: shipped\n    on: order.shipped\n    channels: [email]\n    template: order_shipped\n"
+        "  - id: shipped\n    on: order.shipped\n    category: service\n    channels: [email]\n"
+        "    template: order_shipped\n"
         "    dedupe: false\n")
     ruleset, problems, _ = problems_for(tmp_path, text, renderer, schemas)
     assert problems == []
@@ -211,13 +219,14 @@ def test_a_dedupe_path_the_event_does_not_have_is_refused_with_its_line(tmp_path
     _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
     assert len(problems) == 1
     line, message = problems[0]
-    assert line == 10 and "dedupe path data.new_date: no field 'new_date'" in message and "order.delayed" in message
+    assert line == 11 and "dedupe path data.new_date: no field 'new_date'" in message and "order.delayed" in message
 
 
 def test_dedupe_on_an_outage_rule_and_a_bad_window_are_refused(tmp_path, renderer, schemas):
-    outage = ("version: 1\nrules:\n  - id: outage-started\n    on: outage.started\n    channels: [sms]\n"
+    outage = ("version: 1\nrules:\n  - id: outage-started\n    on: outage.started\n    category: service\n"
+              "    channels: [sms]\n"
               "    template: outage_started\n    dedupe: [data.outage_id]\n")
     _, problems, _ = problems_for(tmp_path, outage, renderer, schemas)
-    assert [(line, "dedupe is for customer rules" in m) for line, m in problems] == [(7, True)]
+    assert [(line, "dedupe is for customer rules" in m) for line, m in problems] == [(8, True)]
     _, problems, _ = problems_for(tmp_path, GOOD + "    dedupe_window: soon\n", renderer, schemas)
-    assert [line for line, _ in problems] == [8]
+    assert [line for line, _ in problems] == [9]

@@ -19,6 +19,7 @@ version: 1
 rules:
   - id: order-delayed
     on: order.delayed
+    category: service
     when: "event.data.new_eta > event.data.old_eta"
     channels: [sms]
     template: order_delayed
@@ -68,7 +69,7 @@ def test_bad_template_is_refused_with_file_and_line(tmp_path, templates, schemas
     assert re.search(message, problems[0].message), problems[0].message
 
 
-# Each is the rule's when: (line 5); the last is fine on the example but not on a customer without 'critical'.
+# Each is the rule's when: (line 6); the last is fine on the example but not on a customer without 'critical'.
 BAD_CONDITIONS = {
     "lipsum": ("lipsum(200000)|length > 0", "over budget: lipsum"),
     "center": ("'a'|center(1000000000) == 'a'", "over budget: |center"),
@@ -83,7 +84,7 @@ def test_bad_condition_is_refused_at_its_line(tmp_path, templates, schemas, when
     ruleset, problems, path = refused(tmp_path, templates, schemas,
                                       RULES.replace("event.data.new_eta > event.data.old_eta", when))
     assert ruleset is None
-    assert [(p.file, p.line) for p in problems] == [(str(path), 5)], problems
+    assert [(p.file, p.line) for p in problems] == [(str(path), 6)], problems
     assert re.search(message, problems[0].message), problems[0].message
 
 

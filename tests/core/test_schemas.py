@@ -419,14 +419,16 @@ def test_demo_customers_csv_matches_jsonl():
     with (DEMO_DIR / "customers.csv").open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["customer_id", "name", "phone", "email", "locale", "timezone", "tier",
-                                     "postcode", "node_id", "critical", "consent_sms", "consent_email"]
+                                     "postcode", "node_id", "critical", "consent_sms", "consent_email",
+                                     "marketing_sms", "marketing_email"]
         rows = list(reader)
     flag = {"true": True, "false": False}
     from_csv = [{
         **{k: row[k] for k in ("customer_id", "name", "phone", "email", "locale", "timezone", "tier",
                                "postcode", "node_id")},
         "critical": flag[row["critical"]],
-        "consents": {"sms": flag[row["consent_sms"]], "email": flag[row["consent_email"]]},
+        "consents": {"sms": flag[row["consent_sms"]], "email": flag[row["consent_email"]],
+                     "marketing": {"sms": flag[row["marketing_sms"]], "email": flag[row["marketing_email"]]}},
     } for row in rows]
     assert from_csv == DEMO_CUSTOMERS
 

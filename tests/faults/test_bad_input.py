@@ -25,6 +25,7 @@ from streams.errors import EventError
 from streams.core.events import EVENT_TYPES, deadletter_record, parse_event
 from streams.kafka.admin import event_key
 from streams.settings import ROOT
+from tests.fakes import links_for_tests
 
 DEMO = ROOT / "config" / "demo"
 VALID_EVENTS = [orjson.loads(line) for line in (DEMO / "events.jsonl").read_bytes().splitlines() if line.strip()]
@@ -46,7 +47,7 @@ def decider(renderer, schemas) -> Decider:
     for row in CUSTOMERS:
         record = dict(row)
         directory.upsert({"id": record.pop("customer_id"), **record})
-    return Decider(rules, renderer, directory)
+    return Decider(rules, renderer, directory, links=links_for_tests())
 
 
 def refused_or_valid(raw: bytes, schemas) -> dict | None:

@@ -40,12 +40,14 @@ defaults: {quiet_hours: false}
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms]
     template: outage_started
     essential: true
   - id: cart-reminder
     on: cart.updated
+    category: marketing
     channels: [email]
     template: cart_reminder
     wait: 2s

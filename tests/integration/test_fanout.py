@@ -27,12 +27,14 @@ defaults: {quiet_hours: false}
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms, email]
     template: outage_started
     essential: true
   - id: outage-resolved
     on: outage.resolved
+    category: service
     audience: told
     channels: [sms, email]
     template: outage_resolved

@@ -33,6 +33,7 @@ defaults:
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms, email]
     template: outage_started
@@ -41,6 +42,7 @@ rules:
     cancel_on: [outage.resolved]
   - id: cart-reminder
     on: cart.updated
+    category: marketing
     channels: [email]
     template: cart_reminder
     wait: {WAIT}s

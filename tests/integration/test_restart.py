@@ -31,6 +31,7 @@ defaults:
 rules:
   - id: outage-started
     on: outage.started
+    category: service
     audience: area
     channels: [sms, email]
     template: outage_started
@@ -42,6 +43,7 @@ rules:
       premium: {{channels: [sms, email], channel_mode: all}}
   - id: cart-reminder
     on: cart.updated
+    category: marketing
     channels: [email]
     template: cart_reminder
     wait: {WAIT}s
