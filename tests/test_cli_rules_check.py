@@ -83,7 +83,7 @@ def test_bad_condition_is_refused_with_file_and_line(tmp_path, templates, when):
     rules = write(tmp_path / "rules.yaml", RULES.replace("{when}", when.replace('"', '\\"')))
     result = rules_check(rules, templates)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"{rules}:5: rule 'order-delayed': condition" in result.stderr, result.stderr
+    assert f"{rules}:6: rule 'order-delayed': condition" in result.stderr, result.stderr
 
 
 def test_shipped_rules_pass_within_the_same_limits():

@@ -49,7 +49,9 @@ from streams.core.directory import owner_partition
 from streams.kafka import faust_fixes
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
-from streams.metrics import DELIVERIES, NOT_SENT_AGAIN
+from streams.core.consent import SERVICE, PreferenceBook
+from streams.core.outcomes import Suppression
+from streams.metrics import DELIVERIES, NOT_SENT_AGAIN, SUPPRESSED
 
 log = logging.getLogger(__name__)
 # How long a window waits to fill: short, a lone notification should not wait for company.
@@ -162,8 +164,10 @@ class Dispatch:
     park_for: float = 86_400.0
 
     def __init__(self, pipeline: Pipeline, courier: Courier, first: GuardedSends, retry: GuardedSends,
-                 owned_notifications: Callable[[], int], poison: Poison | None = None):
+                 owned_notifications: Callable[[], int], poison: Poison | None = None,
+                 preferences: PreferenceBook | None = None):
         self.pipeline = pipeline
+        self.preferences = preferences or PreferenceBook()  # written by the decide hop, read here just before sending
         self.settings = pipeline.settings
         self.courier = courier
         self.first = first
@@ -192,11 +196,27 @@ class Dispatch:
         if notification is None:
             await self.containment.dead(event, "not a notification (JSON object with id, channel, to, customer_id, "
                                                 "rule)")
-        elif notification["id"] not in taken:
+        elif notification["id"] not in taken and not await self._withheld(guarded.sends, event, notification):
             mark = guarded.ledger.get(notification["id"])
             if not guarded.sent_before(notification, mark):
                 taken.add(notification["id"])
                 items.append(Item(event.message.partition, notification, event, mark))
+
+    async def _withheld(self, sends: Sends, event, notification: dict[str, Any]) -> bool:
+        """The customer opted out since the message was decided: it goes to ``suppressed``, not out."""
+        reason = self.preferences.withheld(notification["customer_id"], notification["channel"],
+                                           notification.get("category") or SERVICE, notification["rule"])
+        if reason is None:
+            return False
+        now = datetime.now(timezone.utc).isoformat()
+        suppression = Suppression(notification["rule"], notification["customer_id"], reason,
+                                  (notification.get("event_ids") or [notification["id"]])[-1], now,
+                                  channel=notification["channel"], key=notification.get("key"),
+                                  detail=f"withheld at dispatch: notification {notification['id']}")
+        SUPPRESSED.labels(notification["rule"], reason).inc()
+        await sends.send(self.pipeline.suppressed, notification["customer_id"].encode(),
+                         orjson.dumps(suppression.to_dict()), partition=event.message.partition)
+        return True
 
     async def _park(self, item: Item, outcome: DeliveryOutcome) -> None:
         if outcome.parked:
@@ -241,7 +261,7 @@ class Dispatch:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             await self.retry_containment.dead(event, "not a parked notification")
             return
-        if notification_id in taken:
+        if notification_id in taken or await self._withheld(guarded.sends, event, notification):
             return
         mark = guarded.ledger.get(notification_id)
         if guarded.sent_before(notification, mark, parked_counts=False):
@@ -269,8 +289,9 @@ def register(app: faust.App, pipeline: Pipeline, poison: Poison | None = None) -
     def owned_notifications() -> int:
         return sum(1 for tp in app.consumer.assignment() if tp.topic == settings.topics.notifications)
 
-    hop = Dispatch(pipeline, courier, GuardedSends(pipeline, courier, Sends.of_app(app)),
-                   GuardedSends(pipeline, courier, Sends.of_app(app)), owned_notifications, poison)
+    first, retry = GuardedSends(pipeline, courier, Sends.of_app(app)), GuardedSends(pipeline, courier, Sends.of_app(app))
+    hop = Dispatch(pipeline, courier, first, retry, owned_notifications, poison,
+                   PreferenceBook(ChangelogTable(pipeline.preferences, first.sends)))
     stop, stop_retry = FailStop("dispatch"), FailStop("redispatch")
 
     @app.agent(pipeline.notifications, concurrency=1, name="dispatch")

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import orjson
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import CustomArg, Mail
+from sendgrid.helpers.mail import CustomArg, Header, Mail
 
 from streams.channels.base import Channel, Handover, overloaded
 from streams.channels.ratelimit import TokenBucket
@@ -89,6 +89,7 @@ class SendGridEmailChannel(Channel):
         mail = Mail(from_email=self.sender, to_emails=notification["to"], subject=notification["subject"] or "",
                     plain_text_content=notification["body"], html_content=notification.get("html") or None)
         mail.custom_arg = [CustomArg(key, value) for key, value in custom_args(notification).items()]
+        mail.header = [Header(name, value) for name, value in (notification.get("unsubscribe") or {}).items()]
         return mail.get()
 
     async def _call(self, function, *args: Any, **kwargs: Any):

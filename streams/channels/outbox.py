@@ -104,6 +104,8 @@ class OutboxChannel(Channel):
         message["To"] = notification["to"]
         message["Subject"] = notification["subject"] or ""
         message["Content-Language"] = notification["locale"]
+        for name, value in (notification.get("unsubscribe") or {}).items():  # List-Unsubscribe, as SendGrid gets it
+            message[name] = value
         message.set_content(notification["body"])
         if notification.get("html"):
             message.add_alternative(notification["html"], subtype="html")

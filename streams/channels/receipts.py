@@ -5,6 +5,8 @@
                            without one, over the loopback address it listens on; never the Host header
     POST /sendgrid/events  ECDSA P-256 over timestamp + body (sendgrid's EventWebhook); a timestamp
                            more than FOREWARN_WEBHOOK_MAX_AGE seconds off is stale
+    POST /twilio/inbound   an SMS to our number: STOP, START and kin (streams.channels.optouts)
+    GET|POST /unsubscribe/<token>  the one-click unsubscribe page (streams.channels.optouts)
     GET  /metrics          Prometheus
 
 Forged, stale and replayed receipts get 403, malformed ones 400 (413 too large,
@@ -53,9 +55,12 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
 from streams.channels.courier import fallback_record, optout_record
+from streams.channels.optouts import (INBOUND_PATH, TWIML_EMPTY, UNSUBSCRIBE_PATH, UnsubscribePage, describe_change,
+                                      keyword_change, link_change, utc_now)
 from streams.channels.sms_twilio import KNOWN_CODES, STATUS_PATH, TwilioSmsChannel
 from streams.core.directory import owner_partition
-from streams.errors import ConfigError, ReceiptMalformed, ReceiptRefused
+from streams.core.unsubscribe import Ticket, links_for
+from streams.errors import ConfigError, ReceiptMalformed, ReceiptRefused, UnsubscribeRefused
 from streams.metrics import FALLBACKS, OPTOUTS, RECEIPTS, REJECTED
 from streams.settings import Settings
 
@@ -244,8 +249,9 @@ class Records:
     """What one receipt puts on Kafka."""
 
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    optouts: list[dict[str, Any]] = field(default_factory=list)
+    optouts: list[dict[str, Any]] = field(default_factory=list)  # consent records, keyed by customer
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    by_phone: list[dict[str, Any]] = field(default_factory=list)  # consent records for a number: every partition
 
 
 def twilio_records(query: Any, received: TwilioStatus) -> Records | None:
@@ -360,6 +366,11 @@ class Receiver:
         self.app = web.Application(client_max_size=SENDGRID_MAX_BODY + 1)
         self.app.router.add_post(STATUS_PATH, self.twilio_status)
         self.app.router.add_post(SENDGRID_PATH, self.sendgrid_events)
+        self.app.router.add_post(INBOUND_PATH, self.twilio_inbound)
+        self.links = links_for(settings)
+        self.page = UnsubscribePage(settings.brand)
+        self.app.router.add_get(UNSUBSCRIBE_PATH, self.unsubscribe_page)
+        self.app.router.add_post(UNSUBSCRIBE_PATH, self.unsubscribe)
         self.app.router.add_get("/metrics", self.metrics)
 
     async def start(self, host: str | None = None, port: int | None = None) -> "Receiver":
@@ -446,6 +457,9 @@ class Receiver:
                                owner_partition(r["customer_id"], partitions))
                   for topic, rows in ((topics.consent, records.optouts), (topics.fallbacks, records.fallbacks))
                   for r in rows]
+        # A number's customers may live in any partition: each partition answers for its own.
+        sends += [self.publish(topics.consent, r["phone"].encode(), orjson.dumps(r), partition)
+                  for r in records.by_phone for partition in range(partitions)]
         await asyncio.gather(*sends)
 
     def _refuse(self, provider: str, refused: ReceiptRefused) -> web.Response:
@@ -467,6 +481,11 @@ class Receiver:
         return await self._accept("twilio", digest, records)
 
     async def _twilio_receipt(self, request: web.Request) -> tuple[bytes, Records | None]:
+        digest, form = await self._twilio_form(request)
+        return digest, twilio_records(request.query, TwilioStatus.of(form))
+
+    async def _twilio_form(self, request: web.Request) -> tuple[bytes, MultiDict[str]]:
+        """The form of a request Twilio signed, and the digest that recognises its replays."""
         assert self.twilio is not None and self.signed_base is not None
         signature = request.headers.get(TWILIO_SIGNATURE, "")
         if not signature:
@@ -475,8 +494,59 @@ class Receiver:
         url = self.signed_base + request.raw_path  # never the Host header: the client chooses that
         if not self.twilio.validate(url, form, signature):
             raise ReceiptRefused("forged")
-        digest = signed_digest("twilio", twilio_signed_text(url, form).encode())
-        return digest, twilio_records(request.query, TwilioStatus.of(form))
+        return signed_digest("twilio", twilio_signed_text(url, form).encode()), form
+
+    async def twilio_inbound(self, request: web.Request) -> web.Response:
+        """An SMS to our number: STOP and its kin opt the number out of SMS, START back in."""
+        if self.twilio is None:
+            return web.Response(status=404, text="Twilio is not configured")
+        try:
+            digest, form = await self._twilio_form(request)
+            phone, body, sid = (_single(form, name) for name in ("From", "Body", "MessageSid"))
+        except ReceiptRefused as refused:
+            return self._refuse("twilio-inbound", refused)
+        change = keyword_change(phone, body, utc_now(), sid or None) if phone.startswith("+") else None
+        if change is None:
+            return web.Response(text=TWIML_EMPTY, content_type="text/xml")  # a reply, not a keyword: not ours
+        response = await self._accept("twilio-inbound", digest, Records(by_phone=[change.to_record()]))
+        if response.status == 200:
+            log.info("SMS keyword: %s", describe_change(change))
+            return web.Response(text=TWIML_EMPTY, content_type="text/xml")
+        return response
+
+    # -- unsubscribe links -----------------------------------------------------------------------------
+
+    def _ticket(self, request: web.Request) -> tuple[str, Ticket | None]:
+        if self.links is None:
+            return "invalid", None
+        try:
+            return "ask", self.links.read(request.match_info["token"])
+        except UnsubscribeRefused as refused:
+            return ("expired", refused.ticket) if refused.ticket is not None else ("invalid", None)
+
+    def _page(self, state: str, ticket: Ticket | None) -> web.Response:
+        status = {"ask": 200, "done": 200, "expired": 410, "invalid": 400}[state]
+        return web.Response(status=status, text=self.page.render(state, ticket), content_type="text/html",
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+    async def unsubscribe_page(self, request: web.Request) -> web.Response:
+        state, ticket = self._ticket(request)
+        return self._page(state, ticket)
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """RFC 8058: a POST unsubscribes at once, whatever its body; the page's button posts the same."""
+        state, ticket = self._ticket(request)
+        if state != "ask" or ticket is None:
+            return self._page(state, ticket)
+        change = link_change(ticket, utc_now())
+        try:
+            await self._emit(Records(optouts=[change.to_record()]))
+        except Exception as exc:  # noqa: BLE001  Kafka unavailable: the customer may press again
+            log.error("unsubscribe not recorded: %s", type(exc).__name__)
+            return web.Response(status=503, text="try again in a minute")
+        OPTOUTS.labels("email", "unsubscribe-link").inc()
+        log.info("unsubscribed: %s", describe_change(change))
+        return self._page("done", ticket)
 
     # -- SendGrid ------------------------------------------------------------------------------------
 
@@ -510,7 +580,8 @@ async def run(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     """``forewarn webhooks``: the receiver on FOREWARN_WEBHOOK_HOST:FOREWARN_WEBHOOK_PORT."""
-    if not (settings.twilio_auth_token or settings.sendgrid_webhook_public_key):
-        raise ConfigError("nothing to receive: set TWILIO_AUTH_TOKEN and/or SENDGRID_WEBHOOK_PUBLIC_KEY")
+    if not (settings.twilio_auth_token or settings.sendgrid_webhook_public_key or settings.unsubscribe_secret):
+        raise ConfigError("nothing to receive: set TWILIO_AUTH_TOKEN, SENDGRID_WEBHOOK_PUBLIC_KEY and/or "
+                          "FOREWARN_UNSUBSCRIBE_SECRET")
     require_public_url(settings)
     asyncio.run(run(settings))

@@ -78,6 +78,7 @@ class Accepted:
     sid: str
     segments: int = 1
     subject: str | None = None
+    headers: dict[str, str] | None = None  # an email's own headers (List-Unsubscribe ...)
 
 
 class _Bucket:
@@ -382,6 +383,17 @@ class Imitation:
             await self._post_callback(TWILIO, url, data=params,
                                       headers={"X-Twilio-Signature": self.validator.compute_signature(url, params)})
 
+    async def reply(self, url: str, phone: str, body: str, *, signed: bool = True) -> tuple[int, str]:
+        """A customer texts ``body`` to our number: Twilio's incoming-message webhook, signed, to ``url``."""
+        assert self._session is not None
+        sid = "SM" + uuid.uuid4().hex
+        params = {"AccountSid": self.account_sid, "ApiVersion": API_VERSION, "Body": body, "From": phone,
+                  "To": self.twilio_from, "MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "NumMedia": "0",
+                  "NumSegments": "1", "SmsStatus": "received", "FromCountry": "NL", "ToCountry": "NL"}
+        headers = {"X-Twilio-Signature": self.validator.compute_signature(url, params) if signed else "forged"}
+        async with self._session.post(url, data=params, headers=headers) as response:
+            return response.status, await response.text()
+
     async def _post_callback(self, provider: str, url: str, **kwargs: Any) -> None:
         assert self._session is not None
         try:
@@ -499,7 +511,7 @@ class Imitation:
                          "subject": mail.get("subject"), "custom_args": args, "at": now}
                 self._emails.append(email)
                 self.accepted.append(Accepted(SENDGRID, args.get("notification_id"), recipient["email"], text, now,
-                                              message_id, 1, mail.get("subject")))
+                                              message_id, 1, mail.get("subject"), mail.get("headers")))
                 self.stats[SENDGRID]["taken"] += 1
                 if self.event_webhook_url and self.post_callbacks:
                     self._spawn(self._sendgrid_events(email))

@@ -43,7 +43,7 @@ class LocalProviders:
             self.__exit__(None, None, None)
             raise
         self.imitation.event_webhook_url = f"{self.receiver.url}{SENDGRID_PATH}"
-        # The worker's channels: pointed at the imitation, status callbacks to the receiver.
+        # The worker's channels: pointed at the imitation, status callbacks and unsubscribe links to the receiver.
         self.env = {**self.imitation.env(), "FOREWARN_WEBHOOK_PUBLIC_URL": str(self.receiver.url)}
         return self
 

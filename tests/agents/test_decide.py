@@ -14,6 +14,7 @@ from streams.agents import marks
 from streams.agents.decide import Decide, Timing
 from streams.core.clock import event_time, moves_clock
 from streams.core.config import load_config
+from streams.channels.courier import optout_record
 from streams.core.decider import Decider
 from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.schedule import DueIndex
@@ -29,7 +30,7 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 13:00 in Amsterdam: n
 
 @pytest.fixture(scope="module")
 def config():
-    return load_config(Settings())
+    return load_config(Settings.from_env())  # with the tests' unsubscribe secret
 
 
 class Hop:
@@ -43,7 +44,8 @@ class Hop:
         partitions = self.pipeline.settings.partitions
         self.decider = Decider(config.rules, config.renderer, directory, ChangelogTable(self.pipeline.outages, sends),
                                ChangelogTable(self.pipeline.states, sends),
-                               DueIndex(lambda customer_id: owner_partition(customer_id, partitions)))
+                               DueIndex(lambda customer_id: owner_partition(customer_id, partitions)),
+                               ChangelogTable(self.pipeline.preferences, sends), config.links)
         self.timing = timing or Timing(event_time=True)
         self.hop = Decide(self.pipeline, self.decider, sends, self.timing, catch_up or CatchUp([]),
                           owned or (lambda: set(range(self.pipeline.settings.partitions))), poison)
@@ -151,10 +153,12 @@ def test_a_due_record_read_before_the_catch_up_is_held_and_fires_once_it_is_open
 def test_an_opt_out_withdraws_the_channels_consent(config):
     hop = Hop(config)
     hop.feed(hop.topics.events, customer("C1012"))
-    hop.feed(hop.topics.optouts, {"customer_id": "C1012", "channel": "email", "reason": "unsubscribed"})
+    hop.feed(hop.topics.consent, optout_record("C1012", "email", "SendGrid unsubscribe"))
     hop.feed(hop.topics.events, shipped("C1012"))
     assert hop.on(hop.topics.notifications) == []
-    assert [s["reason"] for s in hop.on(hop.topics.suppressed)] == ["no_consent"]
+    assert [s["reason"] for s in hop.on(hop.topics.suppressed)] == ["opted_out"]
+    # The preferences table logs the change: the compacted preferences topic has it, keyed by customer.
+    assert hop.decider.preferences.withheld("C1012", "email", "service", "order-shipped") == "opted_out"
 
 
 def test_the_timer_sends_due_records_only_for_owned_partitions_and_only_once_caught_up(config):
@@ -241,10 +245,10 @@ def test_a_decision_that_fails_for_one_customer_is_an_internal_error_and_the_res
     hop = Hop(config)
     render = hop.decider._render
 
-    def failing(channel, locale, template, event, customer, outage_key):
+    def failing(channel, locale, template, event, customer, outage_key, *rest):
         if customer["id"] == victim:
             raise OverflowError("date value out of range")
-        return render(channel, locale, template, event, customer, outage_key)
+        return render(channel, locale, template, event, customer, outage_key, *rest)
 
     hop.decider._render = failing
     fan_out(config, hop=hop)

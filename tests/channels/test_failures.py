@@ -139,7 +139,8 @@ def test_permanent_refusals_are_not_retried_and_an_unsubscribe_is_an_opt_out():
             assert "21211" in outcomes[0].delivery["error"] and "21614" in outcomes[1].delivery["error"]
             assert [o.optout is not None for o in outcomes] == [False, False, True, False]
             assert outcomes[2].optout["customer_id"] == stopped["customer_id"]
-            assert outcomes[2].optout["channel"] == "sms" and "21610" in outcomes[2].optout["reason"]
+            [statement] = outcomes[2].optout["statements"]
+            assert statement["channel"] == "sms" and not statement["allow"] and "21610" in statement["detail"]
             # valid records, and no PII in them
             for outcome in outcomes:
                 assert Schemas().problems("delivery.json", outcome.delivery) == []

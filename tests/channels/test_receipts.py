@@ -131,15 +131,18 @@ def test_sendgrid_events_become_deliveries_bounces_fall_back_and_unsubscribes_op
             fake.bounce(leaving["to"], "unsubscribe")
             await Courier({"sms": sms, "email": email}).deliver_all([fine, bounced, leaving])
             deliveries = await settle(published, "deliveries", 5)
-            await settle(published, "optouts", 1)
+            await settle(published, "consent", 1)
             statuses = {(d["notification_id"], d["status"]) for d in deliveries}
             assert statuses == {(fine["id"], "sent"), (fine["id"], "delivered"), (bounced["id"], "sent"),
                                 (bounced["id"], "failed"), (leaving["id"], "sent")}
             [fallback] = published["fallbacks"]
             assert fallback["notification_id"] == bounced["id"] and fallback["fallback"] == ["sms"]
             assert [problem for d in deliveries for problem in Schemas().problems("delivery.json", d)] == []
-            [optout] = published["optouts"]
-            assert optout == {**optout, "customer_id": leaving["customer_id"], "channel": "email"}
+            [optout] = published["consent"]
+            [statement] = optout["statements"]
+            assert optout["customer_id"] == leaving["customer_id"]
+            assert (statement["channel"], statement["allow"], statement["source"]) == ("email", False, "provider")
+            assert Schemas().problems("consent.json", optout) == []
 
     asyncio.run(scenario())
 

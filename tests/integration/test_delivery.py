@@ -71,8 +71,9 @@ def test_a_worker_delivers_through_the_providers_and_receipts_come_back(broker, 
         refused = next(d for d in deliveries if d["notification_id"] == stopped["id"])
         assert refused["status"] == "failed" and "21610" in refused["error"]
 
-        optouts = records(broker.bootstrap, topics.optouts)
-        assert [(o["customer_id"], o["channel"]) for o in optouts] == [(stopped["customer_id"], "sms")]
+        optouts = records(broker.bootstrap, topics.consent)
+        assert [(o["customer_id"], [(s["channel"], s["allow"], s["source"]) for s in o["statements"]])
+                for o in optouts] == [(stopped["customer_id"], [("sms", False, "provider")])]
         wait_for(lambda: len(records(broker.bootstrap, topics.fallbacks)) == 2)
         fallbacks = records(broker.bootstrap, topics.fallbacks)
         assert sorted(f["notification_id"] for f in fallbacks) == sorted([stopped["id"], lost["id"]])

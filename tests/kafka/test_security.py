@@ -198,7 +198,7 @@ def test_the_protocol_and_mechanism_may_be_written_in_lower_case(tls_files):
 def test_a_command_stops_in_one_line_before_it_connects(tls_files, tmp_path, command, environ, says):
     (tmp_path / "events.jsonl").write_text('{"id": "e1"}\n')
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-           "FOREWARN_METRICS_PORT": "0", **tls_files, **environ}
+           "FOREWARN_METRICS_PORT": "0", "FOREWARN_UNSUBSCRIBE_SECRET": "tests-only", **tls_files, **environ}
     if "KAFKA_SECURITY_PROTOCOL" not in environ:
         env = {name: value for name, value in env.items() if name not in tls_files}
 
