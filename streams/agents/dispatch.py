@@ -239,6 +239,8 @@ class Dispatch:
         wait = max(retry_at, default=0) - time.time()
         if wait > 0:
             await asyncio.sleep(min(wait, self.settings.retry_delay))
+        # Preferences as they are now, after the wait: an opt-out while parked holds.
+        items = [item for item in items if not await self._withheld(self.retry.sends, item.event, item.notification)]
         await self.retry.window(items, self._give_up)
 
     async def _parked_items(self, events) -> tuple[list[Item], list[float]]:
@@ -261,7 +263,7 @@ class Dispatch:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             await self.retry_containment.dead(event, "not a parked notification")
             return
-        if notification_id in taken or await self._withheld(guarded.sends, event, notification):
+        if notification_id in taken:
             return
         mark = guarded.ledger.get(notification_id)
         if guarded.sent_before(notification, mark, parked_counts=False):

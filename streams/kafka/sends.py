@@ -170,8 +170,15 @@ class Sends:
 
 
 def changelog_named(table: faust.Table, topic: str) -> faust.Table:
-    """``table`` with its changelog on ``topic`` instead of ``<app>-<table>-changelog``: a topic others read."""
+    """``table`` with its changelog on ``topic`` instead of ``<app>-<table>-changelog``: a topic others read.
+
+    faust registered the table under its default changelog name, which recovery looks tables up by:
+    registered again under ``topic``.
+    """
+    registry = table.app.tables._changelogs
+    registry.pop(table.changelog_topic.get_topic_name(), None)
     table.changelog_topic = table._new_changelog_topic().derive_topic(topics=[topic])
+    registry[topic] = table
     return table
 
 
