@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench-startup clean
+.PHONY: demo test test-all bench-startup clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/forewarn demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q -n 4 --dist loadgroup
+
+# The web page tests drive Debian's chromium headless; installed once if missing (needs root or sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    apt="$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get"; \
+	    $$apt install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	    { $$apt update -qq && $$apt install -y -qq chromium chromium-driver >/dev/null; }; }
 
 test-all: $(STAMP)
 	$(BIN)/pytest -q -m ''

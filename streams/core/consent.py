@@ -225,7 +225,8 @@ def statement_of(record: dict[str, Any]) -> Statement:
     channel, category = record.get("channel"), record.get("category")
     if channel not in (None, *CHANNELS) or category not in (None, *CATEGORIES) or record["source"] not in SOURCES:
         raise ValueError(f"not a statement: {record!r:.200}")
-    datetime.fromisoformat(record["at"])  # refuses a time that is not one
+    if datetime.fromisoformat(record["at"]).tzinfo is None:  # raises ValueError for what is not a time at all
+        raise ValueError("a statement's time needs its UTC offset")
     if not isinstance(record["allow"], bool):
         raise ValueError("allow is true or false")
     return Statement(Scope(channel, category, record.get("rule")), record["allow"], record["at"], record["source"],
