@@ -23,6 +23,8 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Tell customers about a problem before they notice it.")
 rules_cli = typer.Typer(no_args_is_help=True, help="Check the rules file.")
 cli.add_typer(rules_cli, name="rules")
+preferences_cli = typer.Typer(no_args_is_help=True, help="What a customer wants to hear: show it, or say it for them.")
+cli.add_typer(preferences_cli, name="preferences")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -345,6 +347,60 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
     if providers == "outbox":
         _check_outbox(outbox, named_by="--outbox or FOREWARN_OUTBOX")
     run_demo(settings, customers, events, outbox, timeout, console, imitation=providers == "imitation")
+
+
+@preferences_cli.command("show")
+def preferences_show(customer: str, rule: str = typer.Option("any", help="as it stands for this rule id")) -> None:
+    """Every statement on record for CUSTOMER (newest per scope, with source and time), and what they hear."""
+    from streams.tools.preferences import show
+
+    settings = _configured_broker()
+    shown = show(settings, settings.bootstrap_servers, customer, rule)
+    if shown.preferences is None:
+        console.print(f"{customer}: no preferences on record (never known, or forgotten)")
+    else:
+        console.print(f"{customer}: newest statement per scope", highlight=False)
+        for statement in sorted(shown.preferences.statements, key=lambda s: s.at):
+            console.print(f"  {'yes' if statement.allow else 'no'} to {statement.scope.describe()} since "
+                          f"{statement.at} ({statement.source}" + (f": {statement.detail})" if statement.detail
+                                                                    else ")"), highlight=False, markup=False,
+                          soft_wrap=True)
+    for (channel, category), withheld in shown.hears.items():
+        console.print(f"{category} by {channel}: " + ("sent" if withheld is None else f"held back ({withheld})"),
+                      highlight=False)
+
+
+@preferences_cli.command("set")
+def preferences_set(customer: str,
+                    allow: bool = typer.Option(..., "--allow/--deny", help="yes or no to what the options name"),
+                    channel: Optional[str] = typer.Option(None, help="sms or email (default: every channel)"),
+                    category: Optional[str] = typer.Option(None, help="service or marketing (default: both)"),
+                    rule: Optional[str] = typer.Option(None, help="one rule id (default: every rule)"),
+                    source: str = typer.Option("support", help="support or api"),
+                    note: Optional[str] = typer.Option(None, help="why, for the record")) -> None:
+    """Record what CUSTOMER said (on the phone, in a chat): the newest statement wins."""
+    from streams.core.consent import CATEGORIES, CHANNELS, Scope
+    from streams.tools.preferences import state
+
+    if channel not in (None, *CHANNELS) or category not in (None, *CATEGORIES) or source not in ("support", "api"):
+        _fail("--channel is sms or email, --category service or marketing, --source support or api")
+    settings = _configured_broker()
+    change = state(settings, settings.bootstrap_servers, customer, Scope(channel, category, rule), allow, source,
+                   note)
+    console.print(f"recorded for {customer}: {'yes' if allow else 'no'} to {change.statements[0].scope.describe()}"
+                  f" ({source}); the worker applies it to what is waiting, parked or still to come")
+
+
+@cli.command()
+def forget(customer: str, reason: Optional[str] = typer.Option(None, help="e.g. the erasure request's reference")
+           ) -> None:
+    """Erase CUSTOMER: directory, state, waiting messages; preferences keep only a no to everything."""
+    from streams.tools.preferences import forget as erase
+
+    settings = _configured_broker()
+    erase(settings, settings.bootstrap_servers, customer, reason)
+    console.print(f"{customer}: customer.deleted and a tombstone sent to {settings.topics.customers}; "
+                  "see docs/production.md for the topics that still hold their data until retention")
 
 
 @cli.command()

@@ -182,6 +182,8 @@ class Ingest:
     async def route(self, event) -> None:
         message = event.message
         EVENTS_CONSUMED.labels(message.topic).inc()
+        if event.value is None and message.topic == self.pipeline.settings.topics.customers:
+            return  # a compaction tombstone: the customer.deleted before it did the forgetting
         try:
             parsed = parse_event(event.value, received=_broker_time(message))
         except EventError as exc:

@@ -31,6 +31,7 @@ SERVICE, MARKETING = "service", "marketing"
 CATEGORIES = (SERVICE, MARKETING)
 SOURCES = ("crm", "sms-stop", "unsubscribe-link", "support", "api", "provider")
 OPTED_OUT, NO_MARKETING_CONSENT = "opted_out", "no_marketing_consent"
+FORGOTTEN = "forgotten (customer.deleted)"
 
 
 class Scope(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -178,8 +179,12 @@ class PreferenceBook:
             return None if category != MARKETING else NO_MARKETING_CONSENT
         return decode(raw, customer_id).withheld(channel, category, rule)
 
-    def forget(self, customer_id: str) -> None:
-        self.records.pop(customer_id, None)
+    def forget(self, customer_id: str, at: str) -> None:
+        """Keep nothing but a no to everything from ``at``: what is queued or parked for them is not sent.
+
+        It holds no contact data, and a later CRM record (the customer signs up again) is newer and wins.
+        """
+        self.records[customer_id] = Preferences(customer_id, [Statement(Scope(), False, at, "api", FORGOTTEN)]).encode()
 
 
 @dataclass(frozen=True)

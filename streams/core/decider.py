@@ -126,7 +126,7 @@ class Decider:
             self.preferences.from_crm(event["customer_id"], event["data"]["consents"], event["occurred_at"])
             return
         if event_type == "customer.deleted":
-            self._forget(event["customer_id"])
+            self._forget(event["customer_id"], event["occurred_at"])
             return
         outage, outage_key = None, ""
         if event_type.startswith("outage."):
@@ -567,10 +567,10 @@ class Decider:
                 del state.outages[outage_id]
                 self._save(customer["id"], state)
 
-    def _forget(self, customer_id: str) -> None:
-        """``customer.deleted``: their record, preferences, state and pending messages go."""
+    def _forget(self, customer_id: str, at: str) -> None:
+        """``customer.deleted``: their record, state and pending messages go; their preferences say no to all."""
         self.directory.delete(customer_id)
-        self.preferences.forget(customer_id)
+        self.preferences.forget(customer_id, at)
         state = self._load(customer_id)
         if state is not None:
             for pending_id in state.pending:

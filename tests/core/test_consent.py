@@ -82,8 +82,11 @@ def test_the_book_keeps_compact_json_and_forgets():
     assert book.from_crm("C9", CRM, T1) and not book.from_crm("C9", CRM, T2)
     assert decode(book.records["C9"], "C9").withheld("email", MARKETING, "cart-reminder") is None
     assert Schemas().problems("preferences.json", __import__("orjson").loads(book.records["C9"])) == []
-    book.forget("C9")
-    assert "C9" not in book.records
+    book.forget("C9", T2)
+    assert book.withheld("C9", "email", SERVICE, "order-shipped") == OPTED_OUT  # nothing queued or parked goes
+    assert [s.detail for s in book.get("C9").statements] == ["forgotten (customer.deleted)"] and not book.get("C9").crm
+    assert book.from_crm("C9", CRM, T3)  # signed up again, later: the CRM's consents hold once more
+    assert book.withheld("C9", "email", SERVICE, "order-shipped") is None
 
 
 def test_a_consent_record_round_trips_and_bad_ones_are_refused():

@@ -19,6 +19,7 @@ from streams.core.rules import load_rules
 from streams.core.schedule import DueIndex
 from streams.core.state import decode_state
 from streams.settings import ROOT
+from streams.core.consent import Scope
 from tests.fakes import known, links_for_tests
 from tests.conftest import write
 
@@ -587,6 +588,10 @@ def test_deleted_customer_gets_nothing_pending(shipped):
             "customer_id": "C1", "data": {}}
     out = feed(shipped, cart("c1", "2026-11-25T10:00:00+01:00"), gone, until="2026-11-25T12:00:00+01:00")
     assert out == [] and "C1" not in shipped.states and len(shipped.due) == 0
+    assert shipped.directory.get("C1") is None and shipped.directory.with_phone("+31612345678") == []
+    [statement] = shipped.preferences.get("C1").statements  # no contact data left, and a no to everything
+    assert (statement.scope, statement.allow, statement.source) == (Scope(), False, "api")
+    assert "+316" not in shipped.preferences.records["C1"].decode() and "@" not in shipped.preferences.records["C1"].decode()
 
 
 def test_rebuild_due_index_restores_pending_timers(shipped):

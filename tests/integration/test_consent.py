@@ -8,6 +8,9 @@ one-click POST. Each opt-out comes while the message it concerns waits.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -147,3 +150,38 @@ def test_stop_and_unsubscribes_hold_through_crm_upserts_pending_and_parked_messa
         assert len(stop) == settings.partitions  # one to each partition: the number's customers may be anywhere
         assert [(s["allow"], s["source"]) for s in stop[0]["statements"]] == [(False, "sms-stop")]
     assert people["A"]["phone"] not in worker.log() and "a@example.nl" not in worker.log()
+
+
+def forewarn(broker, *args: str) -> str:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_support_states_a_preference_and_forgets_a_customer_from_the_command_line(broker, settings, start_worker):
+    topics = settings.topics
+    worker = start_worker()
+    sanne = person("C1001", 1)
+    produce_json(broker.bootstrap, topics.customers, [("C1001", orjson.dumps(upsert_event(sanne)))])
+
+    def shown() -> str:
+        return forewarn(broker, "preferences", "show", "C1001")
+
+    wait_for(lambda: "marketing by email: sent" in shown(), "the CRM's consents", worker)
+    forewarn(broker, "preferences", "set", "C1001", "--deny", "--channel", "email", "--category", "marketing",
+             "--note", "belde de klantenservice")
+    wait_for(lambda: "marketing by email: held back (opted_out)" in shown(), "the support statement", worker)
+    out = shown()
+    assert "service by email: sent" in out and "belde de klantenservice" in out and "support" in out
+
+    forewarn(broker, "forget", "C1001", "--reason", "AVG art. 17")
+    wait_for(lambda: "service by sms: held back (opted_out)" in shown(), "the customer forgotten", worker)
+    assert "forgotten" in shown()
+    customers = [m for m in read_topic(broker.bootstrap, topics.customers)]
+    assert customers[-1].key == b"C1001" and customers[-1].value is None  # compaction drops the CRM's record
+    changelog = [m for m in read_topic(broker.bootstrap, f"{start_worker.app_id}-customers-changelog")
+                 if m.key == b'"C1001"']
+    assert changelog[-1].value is None  # and the directory's
+    assert sanne["phone"] not in worker.log()
