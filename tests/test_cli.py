@@ -46,9 +46,9 @@ def test_rules_check_reports_template_typo_bad_expression_and_wrong_field(tmp_pa
     result = runner.invoke(cli, ["rules", "check", str(path)])
     assert result.exit_code == 1
     output = result.output
-    assert f"{path}:6: rule 'outage-started': template 'outage_startd' not found" in output
-    assert f"{path}:9: rule 'order-delayed': condition does not parse" in output
-    assert f"{path}:14: rule 'cart-reminder': condition uses event.data.totaal: no field 'totaal'" in output
+    assert f"{path}:7: rule 'outage-started': template 'outage_startd' not found" in output
+    assert f"{path}:11: rule 'order-delayed': condition does not parse" in output
+    assert f"{path}:17: rule 'cart-reminder': condition uses event.data.totaal: no field 'totaal'" in output
     assert "3 problem(s)" in output
 
 

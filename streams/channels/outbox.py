@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,10 @@ from streams.errors import ChannelRejected, ChannelUnavailable
 from streams.core.events import Schemas, default_schemas
 
 log = logging.getLogger(__name__)
+
+
+# Headers folded, never turned into encoded words: a List-Unsubscribe URL longer than a line must stay a URL.
+EML_POLICY = policy.default.clone(max_line_length=998)
 
 
 class OutboxChannel(Channel):
@@ -98,7 +103,7 @@ class OutboxChannel(Channel):
             log.warning("could not cut a half-written line off %s", self.path)
 
     def _write_eml(self, notification: dict[str, Any]) -> Path:
-        message = EmailMessage()
+        message = EmailMessage(policy=EML_POLICY)
         message["Message-ID"] = f"<{notification['id']}@forewarn.example>"
         message["From"] = self.sender
         message["To"] = notification["to"]

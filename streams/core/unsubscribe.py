@@ -83,7 +83,7 @@ def links_for(settings: Settings) -> UnsubscribeLinks | None:
     base = settings.webhook_public_url or f"http://{settings.webhook_host}:{settings.webhook_port}"
     mailto = settings.unsubscribe_mailto
     if not mailto:
-        domain = (settings.sendgrid_from or "").rpartition("@")[2] or "localhost"
+        domain = (settings.sendgrid_from or "").rpartition("@")[2] or "forewarn.example"
         mailto = f"unsubscribe@{domain}"
     return UnsubscribeLinks(settings.unsubscribe_secret, base, mailto, timedelta(days=settings.unsubscribe_days))
 

@@ -12,7 +12,7 @@ import orjson
 
 TRUE = {"true", "1", "yes", "ja", "y"}
 CSV_COLUMNS = ("customer_id", "name", "phone", "email", "locale", "timezone", "tier", "postcode", "node_id",
-               "critical", "consent_sms", "consent_email")
+               "critical", "consent_sms", "consent_email", "marketing_sms", "marketing_email")
 
 
 def write_customer_csv(path: Path, rows: Iterable[Iterable[str]]) -> Path:

@@ -74,7 +74,7 @@ def scale(long_run: bool) -> Scale:
 def row(number: int, postcode: str, *, sms: bool) -> list[str]:
     return [f"C{number:06d}", "Jan Jansen", f"+3161{number:07d}", f"klant{number}@example.nl", "nl",
             "Europe/Amsterdam", ("basic", "standard", "premium")[number % 3], postcode, "", "false",
-            "true" if sms else "false", "false" if sms else "true"]
+            "true" if sms else "false", "false" if sms else "true", "false", "false" if sms else "true"]
 
 
 def cart_of(number: int) -> dict:
