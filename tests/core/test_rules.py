@@ -230,3 +230,13 @@ def test_dedupe_on_an_outage_rule_and_a_bad_window_are_refused(tmp_path, rendere
     assert [(line, "dedupe is for customer rules" in m) for line, m in problems] == [(8, True)]
     _, problems, _ = problems_for(tmp_path, GOOD + "    dedupe_window: soon\n", renderer, schemas)
     assert [line for line, _ in problems] == [9]
+
+
+def test_a_rule_without_a_category_is_refused_with_the_reason_at_its_line(tmp_path, renderer, schemas):
+    text = GOOD.replace("    category: service\n", "", 1)
+    _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
+    [(line, message)] = problems
+    assert line == 3 and "has no category" in message
+    assert "category: service" in message and "category: marketing" in message and "marketing consent" in message
+    _, problems, _ = problems_for(tmp_path, GOOD.replace("category: service", "category: promo"), renderer, schemas)
+    assert problems and "promo" in problems[0][1]
