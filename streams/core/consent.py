@@ -49,7 +49,7 @@ class Scope(msgspec.Struct, frozen=True, omit_defaults=True):
         """A yes to this scope is marketing consent: it names marketing or the rule itself."""
         return self.category == MARKETING or self.rule == rule
 
-    def describe(self, language: str = "en") -> str:
+    def describe(self) -> str:
         parts = [self.rule and f"rule {self.rule}", self.category, self.channel]
         return " ".join(p for p in parts if p) or "everything"
 

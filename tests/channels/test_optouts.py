@@ -144,3 +144,19 @@ def test_an_unsubscribe_kafka_does_not_take_asks_to_try_again():
                     assert response.status == 503
 
     asyncio.run(scenario())
+
+
+def test_a_marketing_email_carries_one_click_unsubscribe_through_the_sendgrid_sdk():
+    from tests.channels.support import notification, providers
+
+    links = UnsubscribeLinks("secret", "https://hooks.example.nl", "unsubscribe@example.nl", timedelta(days=90))
+    headers = links.headers("C1", Scope("email", MARKETING), "nl", NOW).as_email_headers()
+
+    async def scenario():
+        async with providers() as (fake, _, email):
+            await email.send(notification(1, "email", category="marketing", unsubscribe=headers))
+            await email.send(notification(2, "email", category="service"))
+            marketing, service = fake.accepted
+            assert marketing.headers == headers and service.headers is None
+
+    asyncio.run(scenario())
