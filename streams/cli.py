@@ -65,6 +65,8 @@ def worker() -> None:
     from dataclasses import replace
 
     settings = Settings.from_env()
+    if _emails_to_outbox(settings):  # nobody receives these links: a key for this run will do
+        settings = _throwaway_secret(settings)
     config = _preflight(settings, sends=True)
     if _writes_outbox(settings):
         _check_outbox(settings.outbox_dir)
@@ -94,6 +96,12 @@ def _throwaway_secret(settings: Settings) -> Settings:
     os.environ["FOREWARN_UNSUBSCRIBE_SECRET"] = key  # the demo's worker and receiver processes too
     err.print("[dim]FOREWARN_UNSUBSCRIBE_SECRET unset: unsubscribe links signed with a key for this run only[/dim]")
     return replace(settings, unsubscribe_secret=key)
+
+
+def _emails_to_outbox(settings: Settings) -> bool:
+    from streams.channels.registry import sendgrid_configured
+
+    return settings.dispatch and not sendgrid_configured(settings)
 
 
 def _writes_outbox(settings: Settings) -> bool:

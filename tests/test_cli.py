@@ -110,6 +110,21 @@ def test_an_unreachable_broker_is_one_plain_line_and_exit_2(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_worker_sending_real_email_refuses_to_start_without_the_unsubscribe_secret(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FOREWARN_UNSUBSCRIBE_SECRET"}
+    env |= {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "FOREWARN_METRICS_PORT": "0", "SENDGRID_API_KEY": "SG.x",
+            "SENDGRID_FROM": "noreply@example.nl"}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "FOREWARN_UNSUBSCRIBE_SECRET is not set" in lines[0] and "cart-reminder" in lines[0]
+
+
 # The real command in a subprocess, as ops run it: what reaches the terminal, the exit code.
 
 import os  # noqa: E402
