@@ -154,3 +154,20 @@ def test_a_poisoned_notification_is_dead_lettered_and_the_rest_of_its_window_is_
     assert dead["hop"] == "dispatch" and dead["offset"] == 1 and dead["reason"].startswith("dispatch: InjectedFault")
     written = [orjson.loads(line)["id"] for line in (tmp_path / "notifications.jsonl").read_bytes().splitlines()]
     assert written == [first["id"], last["id"]]
+
+
+def test_a_customer_who_opted_out_since_the_decision_is_not_sent_to_and_that_is_recorded(tmp_path):
+    from streams.core.consent import PreferenceBook, Scope, Statement
+
+    outbox = OutboxChannel(tmp_path)
+    hop = Hop({"sms": outbox, "email": outbox})
+    book = hop.hop.preferences = PreferenceBook()
+    stopped, marketing, service = notification(1), notification(2, "email", category="marketing"), notification(3)
+    book.state(stopped["customer_id"], [Statement(Scope("sms"), False, "2026-12-03T18:00:00+00:00", "sms-stop")])
+    book.from_crm(service["customer_id"], {"sms": True, "email": True}, "2026-01-01T00:00:00+00:00")
+    hop.window(*(orjson.dumps(n) for n in (stopped, marketing, service)))
+    sent = [orjson.loads(line)["id"] for line in (tmp_path / "notifications.jsonl").read_bytes().splitlines()]
+    assert sent == [service["id"]]
+    assert sorted((s["customer_id"], s["reason"]) for s in hop.on(hop.topics.suppressed)) == [
+        (stopped["customer_id"], "opted_out"), (marketing["customer_id"], "no_marketing_consent")]
+    assert all("withheld at dispatch" in s["detail"] for s in hop.on(hop.topics.suppressed))

@@ -364,3 +364,34 @@ def test_a_delay_sent_again_with_the_same_new_date_is_not_news_even_with_another
     sent, suppressed = run(decider, again, settle=timedelta(hours=12))
     assert first and sent == []
     assert "duplicate" in {s.reason for s in suppressed}
+
+
+def test_marketing_email_carries_its_unsubscribe_link_and_a_service_rule_may_ask_for_one(tmp_path, renderer, schemas):
+    rules = write(tmp_path / "rules.yaml", """\
+version: 1
+rules:
+  - id: order-shipped
+    on: order.shipped
+    category: service
+    list_unsubscribe: true
+    channels: [email]
+    template: order_shipped
+""")
+    decider = Decider(load_rules(rules, renderer, schemas), renderer, CustomerDirectory(), links=links_for_tests())
+    known(decider, customer("C1"))
+    shipped = {"id": "s1", "type": "order.shipped", "occurred_at": "2026-11-25T12:00:00+01:00", "customer_id": "C1",
+               "data": {"order_id": "O1", "carrier": "PostNL", "tracking_url": "https://t.example.nl/1",
+                        "eta": "2026-11-26T12:00:00+01:00"}}
+    [sent] = list(decider.handle(shipped, NOW))
+    assert sent.category == "service" and sent.unsubscribe["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    token = sent.unsubscribe["List-Unsubscribe"].split("/unsubscribe/")[1].split(">")[0]
+    ticket = links_for_tests().read(token, NOW)
+    assert (ticket.customer_id, ticket.scope.channel, ticket.scope.rule) == ("C1", "email", "order-shipped")
+
+
+def test_without_a_signing_key_a_marketing_email_is_held_back_not_sent_without_its_link(renderer, schemas):
+    rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
+    decider = Decider(rules, renderer, CustomerDirectory())
+    known(decider, customer("C1"))
+    sent, suppressed = run(decider, cart_updated(datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)))
+    assert sent == [] and [s.reason for s in suppressed if s.rule == "cart-reminder"] == ["render_failed"]
