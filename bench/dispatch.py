@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     imitation = subprocess.Popen([sys.executable, "-m", "streams.tools.imitation", "--sms-rate", str(args.rate),
-                                  "--email-rate", str(args.rate)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                                  "--email-rate", str(args.rate), "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         started = json.loads(imitation.stdout.readline())
         url, env = started["url"], started["env"]

@@ -28,6 +28,24 @@ cli.add_typer(preferences_cli, name="preferences")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
+# The settings each command reads, listed by its --help.
+_KAFKA = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE",
+          "KAFKA_SSL_KEYFILE", "KAFKA_SSL_KEY_PASSWORD", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
+          "KAFKA_SASL_PASSWORD")
+_CORE = ("FOREWARN_RULES", "FOREWARN_TEMPLATES", "FOREWARN_SCHEMAS", "FOREWARN_BRAND", "FOREWARN_STATUS_URL")
+_LINKS = ("FOREWARN_UNSUBSCRIBE_SECRET", "FOREWARN_UNSUBSCRIBE_MAILTO", "FOREWARN_UNSUBSCRIBE_DAYS",
+          "FOREWARN_WEBHOOK_PUBLIC_URL", "FOREWARN_WEBHOOK_HOST", "FOREWARN_WEBHOOK_PORT", "SENDGRID_FROM")
+_SOURCES = ("FOREWARN_TOPIC_ORDERS", "FOREWARN_TOPIC_CARTS", "FOREWARN_TOPIC_OUTAGES", "FOREWARN_TOPIC_CUSTOMERS")
+_RATES = ("FOREWARN_SMS_RATE", "FOREWARN_EMAIL_RATE", "FOREWARN_FANOUT_LIMIT")
+
+
+def _reads(*groups: tuple[str, ...], every: bool = False) -> str:
+    """A --help epilog listing the settings a command reads, from the environment."""
+    if not every and not groups:
+        return "Reads no settings."
+    listed = settings_help(None if every else [name for group in groups for name in group])
+    return "Settings, from the environment:\n\n" + listed.replace("\n", "\n\n")
+
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     """Stop with ``message`` as one plain line on stderr."""
@@ -55,7 +73,7 @@ def _preflight(settings: Settings, *, sends: bool = False):
         raise typer.Exit(2)
 
 
-@cli.command(epilog="Settings, from the environment:\n\n" + settings_help().replace("\n", "\n\n"))
+@cli.command(epilog=_reads(every=True))
 def worker() -> None:
     """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
     from streams.kafka.embedded import bootstrap_servers
@@ -126,7 +144,7 @@ def _check_outbox(directory: Path, named_by: str = "FOREWARN_OUTBOX") -> None:
 Numbered = tuple[int, Optional[bytes], Optional[bytes], Optional[str]]
 
 
-@cli.command()
+@cli.command(epilog=_reads(_KAFKA))
 def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Send each JSON line of FILE to TOPIC, keyed by customer or outage.
 
@@ -137,7 +155,7 @@ def produce(topic: str, file: Path = typer.Argument(..., exists=True, dir_okay=F
     _send_numbered(settings.bootstrap_servers, topic, file, _event_lines(file), "lines")
 
 
-@cli.command("load-customers")
+@cli.command("load-customers", epilog=_reads(_KAFKA, ("FOREWARN_TOPIC_CUSTOMERS",)))
 def load_customers(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Load customers from JSON Lines or CSV onto the customers topic.
 
@@ -233,94 +251,211 @@ def _configured_broker() -> Settings:
     return settings
 
 
-@rules_cli.command("check")
-def rules_check(file: Optional[Path] = typer.Argument(None, help="rules file (default config/rules.yaml)")) -> None:
-    """Print every problem in the rules and templates with file and line; exit 1 if any."""
+RULES_OPTION = typer.Option(None, "--rules", help="rules file (default: FOREWARN_RULES, else config/rules.yaml)")
+TEMPLATES_OPTION = typer.Option(None, "--templates", help="templates folder (default: FOREWARN_TEMPLATES, else "
+                                                          "templates/)")
+
+
+def _settings(rules: Optional[Path] = None, templates: Optional[Path] = None) -> Settings:
+    """The settings from the environment, with the rules file and templates folder the options name."""
     from dataclasses import replace
 
-    from streams.core.config import check_config
-
     settings = Settings.from_env()
-    if file is not None:
-        settings = replace(settings, rules_file=file)
-    problems = check_config(settings)
-    for problem in problems:
-        err.print(f"[red]error[/red] {problem}", highlight=False)
-    if problems:
-        err.print(f"{len(problems)} problem(s) in {settings.rules_file}")
+    if rules is not None:
+        settings = replace(settings, rules_file=rules)
+    if templates is not None:
+        settings = replace(settings, template_dir=templates)
+    return settings
+
+
+@rules_cli.command("check", epilog=_reads(_CORE))
+def rules_check(file: Optional[Path] = typer.Argument(None, help="rules file (the same as --rules)"),
+                rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION) -> None:
+    """Print every problem in the rules and templates with file and line, and each SMS's worst case; exit 1 if any."""
+    from streams.core.config import report_config
+
+    settings = _settings(file or rules, templates)
+    report = report_config(settings)
+    for problem in report.problems:
+        err.print(f"[red]error[/red] {escape(str(problem))}", highlight=False)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning[/yellow] {escape(str(warning))}", highlight=False)
+    _print_sms_fits(report.sms)
+    if report.problems:
+        err.print(f"{len(report.problems)} problem(s) in {settings.rules_file}")
         raise typer.Exit(1)
-    console.print(f"{settings.rules_file}: ok")
+    console.print(f"{settings.rules_file}: ok" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
 
 
-@cli.command()
-def preview(rule: str, event: Path = typer.Option(..., exists=True), customer: Path = typer.Option(..., exists=True),
-            channel: Optional[str] = typer.Option(None, help="render for this channel only")) -> None:
-    """Render what RULE would send for one event and one customer record (waits and caps aside)."""
-    from streams.core.decider import ADDRESS_FIELD
-    from streams.core.rules import LOCALES
+def _print_sms_fits(fits) -> None:
+    if not fits:
+        return
+    table = Table(title="SMS, the worst case over the samples the schemas allow")
+    for column in ("template", "locale", "segments", "encoding", "characters", "sample"):
+        table.add_column(column)
+    for fit in sorted(fits, key=lambda f: (f.template, f.locale)):
+        encoding = fit.segments.encoding + (f" ({fit.forced_by})" if fit.forced_by else "")
+        table.add_row(fit.template, fit.locale, str(fit.segments.segments), escape(encoding),
+                      str(fit.segments.chars), fit.sample)
+    console.print(table)
+
+
+@cli.command(epilog=_reads(_CORE, _LINKS))
+def preview(rule: str, event: Path = typer.Option(..., exists=True, dir_okay=False, help="the event, JSON"),
+            customer: Path = typer.Option(..., exists=True, dir_okay=False, help="the customer record, JSON"),
+            at: Optional[str] = typer.Option(None, help="the event's moment instead of its occurred_at, "
+                                                        "e.g. 2026-12-08T22:30:00+01:00"),
+            history: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                   help="earlier events (JSON Lines), counted against caps and "
+                                                        "the budget"),
+            channel: Optional[str] = typer.Option(None, help="also render this channel, whether chosen or not"),
+            rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION) -> None:
+    """What RULE would do for one event and one customer: tier, condition, wait, quiet hours, caps, the texts."""
+    from datetime import datetime
+
     from streams.core.events import parse_event
+    from streams.tools.preview import preview as run, read_history
 
-    config = _preflight(Settings.from_env())
-    try:
-        chosen = config.rules.get(rule)
-    except KeyError:
-        err.print(f"[red]error[/red] no rule '{rule}' in {config.rules.file}")
-        raise typer.Exit(2)
+    config = _preflight(_throwaway_secret(_settings(rules, templates)))
     try:
         record = orjson.loads(customer.read_bytes())
     except orjson.JSONDecodeError as exc:
         _fail(f"{customer} is not a JSON customer record: {exc}")
-    record.setdefault("id", record.pop("customer_id", "preview"))
-    incoming = parse_event(event.read_bytes(), config.schemas)
-    if chosen.condition is not None and not chosen.condition(event=incoming, customer=record):
-        console.print(f"the condition of '{rule}' is false for this event and customer: nothing would be sent")
-        return
-    plan = chosen.plan_for(record.get("tier", "standard"))
-    locale = record.get("locale") if record.get("locale") in LOCALES else config.rules.default_locale
-    for name in [channel] if channel else plan.channels:
-        rendered = config.renderer.render(name, locale, plan.template, event=incoming, customer=record)
-        console.rule(f"{name} to {record.get(ADDRESS_FIELD[name])} ({locale}, template {plan.template})")
-        if rendered.subject:
-            console.print(f"[bold]Subject:[/bold] {rendered.subject}", highlight=False)
-        console.print(rendered.body, highlight=False, markup=False)
-        if rendered.segments:
-            console.print(f"[dim]{rendered.segments.segments} segment(s), {rendered.segments.encoding}[/dim]")
+    if not isinstance(record, dict):
+        _fail(f"{customer} is not a JSON customer record: an object is needed")
+    try:
+        moment = datetime.fromisoformat(at) if at else None
+    except ValueError:
+        _fail(f"--at {at!r} is not a moment: write e.g. 2026-12-08T22:30:00+01:00")
+    if moment is not None and moment.tzinfo is None:
+        _fail(f"--at {at!r} needs its offset, e.g. +01:00")
+    result = run(config, rule, parse_event(event.read_bytes(), config.schemas), record, moment, read_history(history))
+    for line in result.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for outcome in result.outcomes:
+        if hasattr(outcome, "body"):
+            _print_text(outcome.channel, outcome.subject, outcome.body, outcome.segments, outcome.encoding,
+                        result.forced.get(outcome.id))
+    if channel:
+        _print_forced_render(config, result, channel)
 
 
-@cli.command()
-def simulate(rules: Path = typer.Option(ROOT / "config" / "rules.yaml", exists=True),
-             customers: Path = typer.Option(..., exists=True), events: Path = typer.Option(..., exists=True),
+def _print_text(channel: str, subject: Optional[str], body: str, segments: Optional[int], encoding: Optional[str],
+                forced: Optional[str]) -> None:
+    console.rule(channel)
+    if subject:
+        console.print(f"Subject: {subject}", highlight=False, markup=False)
+    console.print(body, highlight=False, markup=False)
+    if segments:
+        console.print(f"{segments} segment(s), {encoding}" + (f", forced by {forced}" if forced else ""),
+                      highlight=False, markup=False)
+
+
+def _print_forced_render(config, result, channel: str) -> None:
+    """The text of ``channel`` for this customer even if the rule would not use it (templates under work)."""
+    from streams.core.sms_lint import show_forced
+    from streams.errors import TemplateError
+
+    if channel not in ("sms", "email"):
+        _fail("--channel is sms or email")
+    try:
+        rendered = config.renderer.render(channel, result.locale, result.plan.template, event=result.event,
+                                          customer=result.customer, extra=result.extra)
+    except TemplateError as exc:
+        _fail(f"{exc}")
+    forced = show_forced(config.renderer, result.locale, result.plan.template, rendered.body, "given") \
+        if channel == "sms" else None
+    _print_text(f"{channel} (rendered on request)", rendered.subject, rendered.body,
+                rendered.segments.segments if rendered.segments else None,
+                rendered.segments.encoding if rendered.segments else None, forced)
+
+
+@cli.command(epilog=_reads(_CORE, _LINKS, _KAFKA, _SOURCES))
+def simulate(rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION,
+             customers: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                      help="customers, JSON Lines or CSV"),
+             events: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="events, JSON Lines"),
+             from_kafka: bool = typer.Option(False, "--from-kafka", help="read the customers and events topics "
+                                                                         "instead (no consumer group joins)"),
+             since: str = typer.Option("7d", help="with --from-kafka: events of this last stretch of time"),
+             against: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                    help="another rules file: run both and compare"),
+             as_json: bool = typer.Option(False, "--json", help="print the figures as JSON (for CI)"),
              out: Path = typer.Option(Path("simulation"))) -> None:
-    """Run the decision core over files on event time; write notifications, suppressed, rejected."""
+    """Run the decision core over the input on event time; write notifications, suppressed, rejected.
+
+    With --against, both rule sets decide the same input: per rule what each sends, holds back and costs,
+    and a sample of the customers whose messages change, before and after.
+    """
+    settings = _throwaway_secret(_settings(rules, templates))
+    config = _preflight(settings)
+    sources = _simulation_input(settings, customers, events, from_kafka, since)
+    if against is None:
+        _simulate_once(config, sources, out, as_json)
+        return
     from dataclasses import replace
 
-    from streams.core.policy import format_duration
-    from streams.tools.simulate import simulate as run
+    from streams.tools.compare import compare
+    from streams.tools.reports import print_comparison
+    from streams.tools.simulate import simulate_sources
 
-    config = _preflight(_throwaway_secret(replace(Settings.from_env(), rules_file=rules)))
+    other = _preflight(replace(settings, rules_file=against))
+    before = simulate_sources(other, *sources(), None, keep_messages=True)
+    after = simulate_sources(config, *sources(), out, keep_messages=True)
+    comparison = compare(before, after, (str(against), str(settings.rules_file)), (other.rules.cost, config.rules.cost))
+    if as_json:
+        console.print_json(orjson.dumps(comparison.to_dict()).decode())
+    else:
+        print_comparison(console, comparison)
+        console.print(f"{settings.rules_file}'s outcomes written to {out}/")
+
+
+def _simulate_once(config, sources, out: Path, as_json: bool) -> None:
+    from streams.tools.reports import print_simulation
+    from streams.tools.simulate import simulate_sources
+
     started = time.perf_counter()
-    report = run(config, customers, events, out)
+    report = simulate_sources(config, *sources(), out)
     elapsed = time.perf_counter() - started
-    table = Table(title=f"simulation: {report.events} events, {report.customers} customers, "
-                        f"{report.rejected} rejected, {elapsed:.2f} s")
-    for column in ("rule", "sent", "suppressed (by reason)", "most messages to one customer"):
-        table.add_column(column)
-    for rule_id, tally in sorted(report.rules.items()):
-        reasons = ", ".join(f"{reason} {count}" for reason, count in tally.suppressed.most_common()) or "-"
-        table.add_row(rule_id, str(tally.sent), reasons, str(tally.most_to_one_customer))
-    console.print(table)
-    budget = config.rules.budget
-    if budget:
-        console.print(f"contact budget: {budget.count} per {format_duration(budget.per)}; most contacts to one customer in any such "
-                      f"window: {report.most_contacts(budget.per, essential=False)} without and "
-                      f"{report.most_contacts(budget.per)} with essential (outage) messages, which the budget never holds back")
-        for line in report.budget_use(budget):
-            console.print(line)
-    console.print(f"most messages to one customer, all rules and channels: {max(report.per_customer.values(), default=0)}")
+    if as_json:
+        console.print_json(orjson.dumps(report.figures(config.rules)).decode())
+        return
+    print_simulation(console, report, config.rules, f"simulation: {report.events} events, {report.customers} "
+                                                    f"customers, {report.rejected} rejected, {elapsed:.2f} s")
     console.print(f"written to {out}/notifications.jsonl, suppressed.jsonl, rejected.jsonl")
 
 
-@cli.command()
+def _simulation_input(settings: Settings, customers: Optional[Path], events: Optional[Path], from_kafka: bool,
+                      since: str):
+    """A function giving (customers, events) sources afresh: files, or the topics read once."""
+    from streams.tools.simulate import file_customers, file_events
+
+    if from_kafka:
+        if customers or events:
+            _fail("--from-kafka reads the topics: leave out --customers and --events")
+        return _topic_input(settings, since)
+    if customers is None or events is None:
+        _fail("give --customers and --events files, or --from-kafka")
+    return lambda: (file_customers(customers), file_events(events))
+
+
+def _topic_input(settings: Settings, since: str):
+    from streams.core.policy import parse_duration
+    from streams.tools.topic_input import read_history
+
+    try:
+        window = parse_duration(since)
+    except ValueError:
+        _fail(f"--since {since!r} is not a duration: a number and a unit, e.g. 90m, 12h, 7d")
+    broker = _configured_broker()
+    history = read_history(settings, broker.bootstrap_servers, window)
+    err.print(f"read {len(history.customers)} customers and {len(history.events)} events since "
+              f"{history.since.isoformat(timespec='seconds')} from {broker.bootstrap_servers}", highlight=False)
+    return lambda: ((("customers topic", n, raw, None) for n, raw in enumerate(history.customers)),
+                    (("event topics", n, raw, None) for n, raw in enumerate(history.events)))
+
+
+@cli.command(epilog=_reads())
 def generate(out: Path = typer.Option(Path("week")), customers: int = typer.Option(10_000),
              outages: int = typer.Option(15), seed: int = typer.Option(20261123)) -> None:
     """Write a synthetic week of events and its customers, for the simulator and benchmarks."""
@@ -331,7 +466,7 @@ def generate(out: Path = typer.Option(Path("week")), customers: int = typer.Opti
     console.print(f"{customers} customers in {customers_path}, {lines} events in {events_path}")
 
 
-@cli.command()
+@cli.command(epilog=_reads(_CORE, _LINKS, ("FOREWARN_OUTBOX", "FOREWARN_PARTITIONS", "FOREWARN_LOG_LEVEL")))
 def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.jsonl", exists=True),
          events: Path = typer.Option(ROOT / "config" / "demo" / "events.jsonl", exists=True),
          outbox: Optional[Path] = typer.Option(None, help="where the messages are written (default: "
@@ -357,7 +492,7 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
     run_demo(settings, customers, events, outbox, timeout, console, imitation=providers == "imitation")
 
 
-@preferences_cli.command("show")
+@preferences_cli.command("show", epilog=_reads(_KAFKA, ("FOREWARN_TOPIC_PREFERENCES",)))
 def preferences_show(customer: str, rule: str = typer.Option("any", help="as it stands for this rule id")) -> None:
     """Every statement on record for CUSTOMER (newest per scope, with source and time), and what they hear."""
     from streams.tools.preferences import show
@@ -378,7 +513,7 @@ def preferences_show(customer: str, rule: str = typer.Option("any", help="as it 
                       highlight=False)
 
 
-@preferences_cli.command("set")
+@preferences_cli.command("set", epilog=_reads(_KAFKA, ("FOREWARN_TOPIC_CONSENT",)))
 def preferences_set(customer: str,
                     allow: bool = typer.Option(..., "--allow/--deny", help="yes or no to what the options name"),
                     channel: Optional[str] = typer.Option(None, help="sms or email (default: every channel)"),
@@ -399,7 +534,7 @@ def preferences_set(customer: str,
                   f" ({source}); the worker applies it to what is waiting, parked or still to come")
 
 
-@cli.command()
+@cli.command(epilog=_reads(_KAFKA, ("FOREWARN_TOPIC_CUSTOMERS", "FOREWARN_TOPIC_CONSENT")))
 def forget(customer: str, reason: Optional[str] = typer.Option(None, help="e.g. the erasure request's reference")
            ) -> None:
     """Erase CUSTOMER: directory, state, waiting messages; preferences keep only a no to everything."""
@@ -411,7 +546,9 @@ def forget(customer: str, reason: Optional[str] = typer.Option(None, help="e.g. 
                   "see docs/production.md for the topics that still hold their data until retention")
 
 
-@cli.command()
+@cli.command(epilog=_reads(_KAFKA, _LINKS, ("TWILIO_AUTH_TOKEN", "SENDGRID_WEBHOOK_PUBLIC_KEY",
+                                            "FOREWARN_WEBHOOK_MAX_AGE", "FOREWARN_WEBHOOK_INSECURE_LOCAL",
+                                            "FOREWARN_TOPIC_DELIVERIES", "FOREWARN_TOPIC_CONSENT")))
 def webhooks() -> None:
     """Receive Twilio status callbacks and SendGrid events (signed), onto the deliveries topic.
 
@@ -436,13 +573,17 @@ def webhooks() -> None:
         raise typer.Exit(2)
 
 
-@cli.command()
+@cli.command(epilog=_reads())
 def imitation(port: int = typer.Option(0), sms_rate: Optional[float] = typer.Option(None),
-              email_rate: Optional[float] = typer.Option(None)) -> None:
-    """Run the local imitation of the Twilio and SendGrid APIs (127.0.0.1 only); prints the worker's environment."""
+              email_rate: Optional[float] = typer.Option(None),
+              as_json: bool = typer.Option(False, "--json", help="one JSON line instead of shell exports")) -> None:
+    """Run the local imitation of the Twilio and SendGrid APIs (127.0.0.1 only); prints the worker's environment.
+
+    The output is `export` lines: paste them into the shell that runs the worker.
+    """
     from streams.tools.imitation import serve
 
-    serve(port=port, sms_rate=sms_rate, email_rate=email_rate)
+    serve(port=port, sms_rate=sms_rate, email_rate=email_rate, as_json=as_json)
 
 
 def main() -> None:

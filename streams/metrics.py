@@ -25,6 +25,9 @@ FANOUT_RECIPIENTS = Gauge("forewarn_fanout_recipients", "Planned recipients of a
                           ["outage", "partition", "channel"])
 FANOUT_ESTIMATED_SECONDS = Gauge("forewarn_fanout_estimated_seconds",
                                  "Estimated time to send an outage fan-out at the provider rate", ["outage", "partition"])
+FANOUT_ESTIMATED_COST = Gauge("forewarn_fanout_estimated_cost",
+                              "Estimated cost of an outage fan-out, in the currency of defaults.cost in the rules file",
+                              ["outage", "partition"])
 FANOUT_OVER_LIMIT = Counter("forewarn_fanout_over_limit_total",
                             "Fan-outs estimated to take longer than FOREWARN_FANOUT_LIMIT")
 

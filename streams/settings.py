@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Iterable, Any
 
 from streams.errors import ConfigError
 
@@ -318,9 +318,14 @@ def declared() -> list[tuple[str, str, str]]:
     return rows
 
 
-def settings_help() -> str:
-    """Every setting, for ``forewarn worker --help``."""
-    return "\n".join(f"{env} (default {shown}): {help}" for env, shown, help in declared())
+def settings_help(names: Iterable[str] | None = None) -> str:
+    """The settings named (default: every one), one per line, for a command's ``--help``."""
+    wanted = None if names is None else set(names)
+    unknown = (wanted or set()) - {env for env, _, _ in declared()}
+    if unknown:
+        raise ValueError(f"no such settings: {', '.join(sorted(unknown))}")
+    return "\n".join(f"{env} (default {shown}): {help}" for env, shown, help in declared()
+                     if wanted is None or env in wanted)
 
 
 def settings_table_markdown() -> str:

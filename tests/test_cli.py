@@ -47,7 +47,7 @@ def test_rules_check_reports_template_typo_bad_expression_and_wrong_field(tmp_pa
     assert result.exit_code == 1
     output = result.output
     assert f"{path}:7: rule 'outage-started': template 'outage_startd' not found" in output
-    assert f"{path}:11: rule 'order-delayed': condition does not parse" in output
+    assert f"{path}:11: rule 'order-delayed': condition is not a valid expression" in output
     assert f"{path}:17: rule 'cart-reminder': condition uses event.data.totaal: no field 'totaal'" in output
     assert "3 problem(s)" in output
 
@@ -286,7 +286,7 @@ def test_demo_says_in_one_line_that_it_cannot_create_the_outbox(tmp_path, where)
 @pytest.mark.parametrize("args, says", [
     (["produce", "orders", "missing.jsonl"], "produce: invalid value for 'file': file 'missing.jsonl' does not exist"),
     (["load-customers", "missing.csv"], "file 'missing.csv' does not exist"),
-    (["simulate", "--customers", "missing.csv", "--events", "missing.jsonl"], "path 'missing.csv' does not exist"),
+    (["simulate", "--customers", "missing.csv", "--events", "missing.jsonl"], "file 'missing.csv' does not exist"),
     (["demo", "--timeout", "soon"], "demo: invalid value for '--timeout'"),
     (["produce"], "missing argument 'topic'"),
     (["sned"], "no such command 'sned'"),

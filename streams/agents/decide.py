@@ -42,8 +42,8 @@ from streams.kafka import faust_fixes
 from streams.kafka.catch_up import CatchUp, CatchUpWatch
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
-from streams.metrics import (FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT_RECIPIENTS, NOTIFICATIONS,
-                             PROCESSING_SECONDS, SUPPRESSED)
+from streams.metrics import (FANOUT_ESTIMATED_COST, FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT_RECIPIENTS,
+                             NOTIFICATIONS, PROCESSING_SECONDS, SUPPRESSED)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,8 @@ class Decide:
         for channel in ("sms", "email"):
             FANOUT_RECIPIENTS.labels(*labels, channel).set(plan.recipients[channel])
         FANOUT_ESTIMATED_SECONDS.labels(*labels).set(seconds)
+        if plan.total_cost is not None:  # no gauge at all when defaults.cost is unset: zero would read as free
+            FANOUT_ESTIMATED_COST.labels(*labels).set(float(plan.total_cost))
         log.info("%s", plan.describe(sms_rate, email_rate))
         if seconds > settings.fanout_limit:
             FANOUT_OVER_LIMIT.inc()

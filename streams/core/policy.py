@@ -29,6 +29,16 @@ def parse_duration(text: str | int | float) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+def spoken(seconds: float) -> str:
+    """``2 h 05 min`` or ``12 min`` (to the nearest minute), ``40 s`` under a minute: a span as people say it."""
+    if round(seconds) < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def format_duration(span: timedelta) -> str:
     """The largest whole unit up to days: 7d, 2h, 30m, 45s (as ops write them in rules.yaml)."""
     seconds = int(span.total_seconds())

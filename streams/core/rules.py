@@ -29,16 +29,19 @@ from weakref import WeakKeyDictionary
 
 from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
-from jsonschema.exceptions import best_match
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from streams.core.consent import MARKETING, SERVICE
+from streams.core.cost import Costs
+from streams.core.condition_words import bare_name_problem, comparison_problems, syntax_problem
+from streams.core.schema_words import Finding, explain, suggest
 from streams.core.outcomes import fact_fingerprint
 from streams.core.policy import Budget, Cap, QuietHours, parse_duration
 from streams.core.render import CHANNEL_PARTS, Renderer
-from streams.errors import RulesError, RulesInvalid, TemplateError
+from streams.core.sms_lint import SmsFit, worst_fit
+from streams.errors import ConfigError, RulesError, RulesInvalid, TemplateError
 from streams.core.events import SCHEMA_BASE, Schemas
 
 LOCALES = ("nl", "en")
@@ -53,6 +56,8 @@ SAMPLE_TEXT = 1_000  # characters of a free-text field with no maxLength, in the
 FILLER = "Anne-Marie van 't Hoff & Zn. <b>ijs</b> € 12,50 éè "
 Trial = tuple[str, dict[str, Any], dict[str, Any]]  # (which sample, event, customer)
 DEFAULT_DEDUPE_WINDOW = timedelta(days=7)
+DEFAULT_SMS_MAX_SEGMENTS = 3
+REQUIRED_FIELDS = frozenset({"id", "on", "channels", "template"})
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ class RuleSet:
     file: str
     default_locale: str = "nl"
     budget: Budget | None = DEFAULT_BUDGET
+    sms_max_segments: int = DEFAULT_SMS_MAX_SEGMENTS
+    cost: Costs | None = None  # None: defaults.cost not set
     by_event: dict[str, list[Rule]] = field(init=False)
     cancelling: dict[str, list[Rule]] = field(init=False)
 
@@ -208,6 +215,28 @@ class RuleSet:
         raise KeyError(rule_id)
 
 
+@dataclass(frozen=True)
+class RulesWarning:
+    """What ``rules check`` points out without refusing the rules: an SMS of more than one segment."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return str(ConfigError(self.message, self.file, self.line))
+
+
+@dataclass(frozen=True)
+class RulesReport:
+    """Everything ``rules check`` found: the rules (None if refused), problems, warnings, each SMS's worst case."""
+
+    ruleset: RuleSet | None
+    problems: list[RulesError]
+    warnings: list[RulesWarning]
+    sms: list[SmsFit]
+
+
 def load_rules(path: Path, renderer: Renderer, schemas: Schemas) -> RuleSet:
     """Load and check a rules file; raise RulesInvalid listing every problem."""
     ruleset, problems = check_rules(path, renderer, schemas)
@@ -221,6 +250,12 @@ def check_rules(path: Path, renderer: Renderer, schemas: Schemas) -> tuple[RuleS
     return _Checker(path, renderer, schemas).run()
 
 
+def report_rules(path: Path, renderer: Renderer, schemas: Schemas) -> RulesReport:
+    checker = _Checker(path, renderer, schemas)
+    ruleset, problems = checker.run()
+    return RulesReport(ruleset, problems, checker.warnings, [fit for fit, _ in checker.fits.values()])
+
+
 class _Checker:
     def __init__(self, path: Path, renderer: Renderer, schemas: Schemas):
         self.path = path
@@ -229,6 +264,8 @@ class _Checker:
         self.schemas = schemas
         self.problems: list[RulesError | TemplateError] = []
         self._reported: set[str] = set()
+        self.warnings: list[RulesWarning] = []
+        self.fits: dict[tuple[str, str], tuple[SmsFit, str]] = {}  # (template, locale): worst case, which rule
 
     def problem(self, message: str, line: int | None) -> None:
         self.problems.append(RulesError(message, self.file, line))
@@ -237,18 +274,21 @@ class _Checker:
         document = self._read()
         if document is None:
             return None, self.problems
-        for error in self.schemas.validator("rules.json").iter_errors(document):
-            if error.validator in ("oneOf", "anyOf") and error.context:
-                error = best_match(error.context)
-            where = "/".join(str(p) for p in error.absolute_path)
-            self.problem(f"{where or 'top level'}: {error.message}", _line_of(document, list(error.absolute_path)))
-        if self.problems:
+        findings = [f for error in self.schemas.validator("rules.json").iter_errors(document) for f in explain(error)]
+        for finding in findings:
+            if finding.path[:1] != ("rules",) or len(finding.path) < 2:
+                self.problem(finding.message, _finding_line(document, finding))
+        if not isinstance(document.get("rules"), list):
             return None, self.problems
-        defaults = document.get("defaults") or {}
+        defaults = _usable(document.get("defaults"), [f for f in findings if f.path[:1] == ("defaults",)])
         rules = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(document["rules"]):
             line = document["rules"].lc.item(index)[0] + 1
+            own = [f for f in findings if f.path[:2] == ("rules", index)]
+            raw = self._schema_checked(raw, own, index, line, document)
+            if raw is None:
+                continue
             if raw["id"] in seen:
                 self.problem(f"rule id '{raw['id']}' is used twice (first at line {seen[raw['id']]})", line)
                 continue
@@ -256,14 +296,39 @@ class _Checker:
             rule = self._rule(raw, line, defaults)
             if rule is not None:
                 rules.append(rule)
-        budget = self._budget(document)
+        budget = self._budget(defaults, document)
+        self._lint_sms(defaults.get("sms_max_segments", DEFAULT_SMS_MAX_SEGMENTS))
         if self.problems:
-            return None, self.problems
-        return RuleSet(rules, self.file, defaults.get("locale", "nl"), budget), []
+            return None, sorted(self.problems, key=lambda p: (p.file != self.file, p.file or "", p.line or 0))
+        return RuleSet(rules, self.file, defaults.get("locale", "nl"), budget,
+                       sms_max_segments=defaults.get("sms_max_segments", DEFAULT_SMS_MAX_SEGMENTS),
+                       cost=Costs.parse(defaults.get("cost"))), []
 
-    def _budget(self, document: Any) -> Budget:
+    def _schema_checked(self, raw: Any, findings: list[Finding], index: int, line: int,
+                        document: Any) -> _RawRule | None:
+        """The rule as written, or repaired as its problems suggest so that the rest can be checked; None: cannot be."""
+        if not isinstance(raw, dict):
+            return None  # reported: a rule must be a mapping
+        name = raw["id"] if isinstance(raw.get("id"), str) else f"number {index + 1}"
+        renamed = {f.rename[1] for f in findings if f.rename}
+        findings = [f for f in findings if f.missing not in renamed]
+        for finding in findings:
+            self.problem(f"rule '{name}': {finding.message}", _finding_line(document, finding))
+        rule = _RawRule(raw)
+        if findings and not rule.repair(findings):
+            return None
+        if findings and any(True for _ in self._rule_validator().iter_errors(rule)):
+            return None
+        return rule
+
+    def _rule_validator(self) -> Any:
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator({"$ref": SCHEMA_BASE + "rules.json#/$defs/rule"}, registry=self.schemas.registry)
+
+    def _budget(self, defaults: dict[str, Any], document: Any) -> Budget:
         """``defaults.budget``; a reserve must leave lower priorities at least one contact."""
-        spec = (document.get("defaults") or {}).get("budget")
+        spec = defaults.get("budget")
         if spec is None:
             return DEFAULT_BUDGET
         budget = Budget.parse(spec)
@@ -292,9 +357,9 @@ class _Checker:
             return None
         return document
 
-    def _rule(self, raw: Any, line: int, defaults: dict[str, Any]) -> Rule | None:
+    def _rule(self, raw: _RawRule, line: int, defaults: dict[str, Any]) -> Rule | None:
         def line_of(key: str) -> int:
-            return raw.lc.key(key)[0] + 1 if key in raw else line
+            return raw.lines.get(key, line)
 
         events = tuple([raw["on"]] if isinstance(raw["on"], str) else raw["on"])
         families = {e.split(".", 1)[0] for e in events}
@@ -322,7 +387,7 @@ class _Checker:
             min_change=_duration(raw, "min_change"), min_interval=_duration(raw, "min_interval"),
             category=raw.get("category", SERVICE), list_unsubscribe=raw.get("list_unsubscribe", False),
         )
-        if "category" not in raw:
+        if "category" not in raw and "category" not in raw.dropped:
             self.problem(f"rule '{rule.id}' has no category: add 'category: service' for what the customer needs "
                          "to know (outages, their orders; sent unless they opted out) or 'category: marketing' for "
                          "what sells (cart reminders; sent only with their marketing consent)", line)
@@ -389,12 +454,21 @@ class _Checker:
             tree = self.renderer.env.parse("{{ (" + rule.when + ") }}")
         except (TemplateSyntaxError, TemplateError) as exc:
             message = getattr(exc, "message", None) or str(exc)
-            self.problem(f"rule '{rule.id}': condition does not parse: {message}", line)
+            self.problem(f"rule '{rule.id}': condition is not a valid expression: "
+                         f"{syntax_problem(rule.when, message.split(': ')[-1])}", line)
             return rule
         for problem in self._field_problems(tree, rule.events):
             self.problem(f"rule '{rule.id}': condition {problem}", line)
+        explained = set()
+        for problem, name in comparison_problems(tree, self._schemas_at(rule.events)):
+            explained.add(name)
+            self.problem(f"rule '{rule.id}': condition {problem}", line)
         for problem in self.renderer.expression_problems(rule.when):
-            self.problem(f"rule '{rule.id}': condition: {problem}", line)
+            bare = re.fullmatch(r"undefined variable '(.+)'", problem)
+            if bare and bare.group(1) in explained:
+                continue
+            self.problem(f"rule '{rule.id}': condition: "
+                         f"{bare_name_problem(bare.group(1)) if bare else problem}", line)
         return Rule(**{**rule.__dict__, "condition": compiled})
 
     def _trials(self, rule: Rule, line: int) -> list[Trial]:
@@ -427,12 +501,40 @@ class _Checker:
                        for name in self.renderer.missing(channel, locale, template)]
             if missing:
                 line = line_of("template") if template == rule.template else line_of("tiers")
+                meant = suggest(template, self._template_names())
                 self.problem(f"rule '{rule.id}': template '{template}' not found "
-                             f"(missing {', '.join(missing)})", line)
+                             f"(missing {', '.join(missing)} in {self.renderer.template_dir})"
+                             + (f"; did you mean '{meant}'?" if meant and meant != template else ""), line)
                 continue
             for channel, locale in sorted(combinations):
                 if self._template_fields(rule, channel, locale, template):
                     self._template_renders(rule, channel, locale, template, trials)
+                    if channel == "sms":
+                        self._fit(rule, locale, template, trials)
+
+    def _fit(self, rule: Rule, locale: str, template: str, trials: list[Trial]) -> None:
+        """Keep the worst case of this SMS template over the samples any rule lets through."""
+        fit = worst_fit(self.renderer, locale, template, trials)
+        known = self.fits.get((template, locale))
+        if fit is not None and (known is None or (fit.segments.segments, fit.segments.units) >
+                                (known[0].segments.segments, known[0].segments.units)):
+            self.fits[(template, locale)] = (fit, rule.id)
+
+    def _lint_sms(self, most: int) -> None:
+        """An error above ``defaults.sms_max_segments``, a warning above one segment."""
+        for (template, locale), (fit, rule_id) in sorted(self.fits.items()):
+            segments = fit.segments.segments
+            if segments > most:
+                self.problems.append(RulesError(
+                    f"SMS of {fit.describe()} for rule '{rule_id}'; defaults.sms_max_segments is {most}: shorten "
+                    "the text, or bound what it shows (|truncate)", fit.file, None))
+            elif segments > 1:
+                self.warnings.append(RulesWarning(f"SMS of {fit.describe()} for rule '{rule_id}': each segment "
+                                                  "is billed", fit.file))
+
+    def _template_names(self) -> set[str]:
+        """Every template name the folder has for some channel and locale."""
+        return {name.split("/")[-1].split(".")[0] for name in self.renderer.env.list_templates(extensions=["j2"])}
 
     def _template_fields(self, rule: Rule, channel: str, locale: str, template: str) -> bool:
         """Check the fields and the static safety of each part; True if all is well."""
@@ -489,6 +591,17 @@ class _Checker:
         return found
 
     def _resolve(self, schema_name: str, path: list[tuple[str, str | int]]) -> str | None:
+        return self._walk(schema_name, path)[1]
+
+    def _schemas_at(self, events: tuple[str, ...]) -> Callable[[str, list[tuple[str, str | int]]], list[dict]]:
+        """For condition_words: the schema of a field in each event type the rule listens to, where it has one."""
+        def schemas_at(root: str, path: list[tuple[str, str | int]]) -> list[dict[str, Any]]:
+            names = [f"events/{e}.json" for e in events] if root == "event" else ["customer.json"]
+            return [schema for name in names if (schema := self._walk(name, path)[0]) is not None]
+        return schemas_at
+
+    def _walk(self, schema_name: str, path: list[tuple[str, str | int]]) -> tuple[dict[str, Any] | None, str | None]:
+        """The schema at ``path`` (dereferenced), or None and why there is no such field."""
         resolver = self.schemas.registry.resolver(SCHEMA_BASE + schema_name)
         schema = self.schemas.registry.contents(SCHEMA_BASE + schema_name)
         for how, part in path:
@@ -499,13 +612,73 @@ class _Checker:
             properties = _properties(schema, resolver)
             if how == "attr" and part in DICT_METHODS:
                 if part in properties:
-                    return f"'{part}' is a dict method in templates; write ['{part}'] instead"
-                return None  # a method call such as .get(...): the rest is not a field path
+                    return None, f"'{part}' is a dict method in templates; write ['{part}'] instead"
+                return None, None  # a method call such as .get(...): the rest is not a field path
             if part not in properties:
                 known = ", ".join(sorted(properties)) or "none"
-                return f"no field '{part}' (known: {known})"
+                meant = suggest(part, properties)
+                return None, f"no field '{part}'" + (f"; did you mean '{meant}'?" if meant else "") + f" (known: {known})"
             schema, resolver = properties[part]
-        return None
+        return _deref(schema, resolver)[0], None
+
+
+class _RawRule(dict):
+    """A rule as written (the YAML values) with the line of each key; repairable so the rest can be checked."""
+
+    def __init__(self, raw: Any):
+        super().__init__(raw)
+        self.lines = {key: where[0] + 1 for key, where in raw.lc.data.items()}
+        self.dropped: set[str] = set()  # fields in error, reported already
+
+    def repair(self, findings: list[Finding]) -> bool:
+        """Apply the renames suggested and drop the fields in error; False if what is left cannot be a rule."""
+        for finding in findings:
+            inner = finding.path[2:]
+            container = self._inside(inner)
+            if finding.rename and container is not None and finding.rename[1] not in container:
+                written, meant = finding.rename
+                container[meant] = container.pop(written)
+                if not inner:
+                    self.lines[meant] = self.lines.get(written, 0)
+            elif finding.key is not None and not inner:
+                self.pop(finding.key, None)
+            elif not inner or inner[0] in REQUIRED_FIELDS:
+                return False
+            else:
+                self.pop(inner[0], None)
+                self.dropped.add(str(inner[0]))
+        return True
+
+    def _inside(self, path: tuple[str | int, ...]) -> Any:
+        """The mapping at ``path`` within the rule, or None."""
+        node: Any = self
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node if isinstance(node, dict) else None
+
+
+def _usable(defaults: Any, findings: list[Finding]) -> dict[str, Any]:
+    """``defaults:`` without the fields in error (reported already), so the rules can still be checked."""
+    if not isinstance(defaults, dict):
+        return {}
+    usable = dict(defaults)
+    for finding in findings:
+        usable.pop(finding.key if finding.key is not None and len(finding.path) == 1 else
+                   finding.path[1] if len(finding.path) > 1 else None, None)
+    return usable
+
+
+def _finding_line(document: Any, finding: Finding) -> int | None:
+    if finding.key is None:
+        return _line_of(document, list(finding.path))
+    node: Any = document
+    for part in finding.path:
+        node = node[part]
+    where = getattr(node, "lc", None) and node.lc.data.get(finding.key)
+    return where[0] + 1 if where else _line_of(document, list(finding.path))
 
 
 def _duration(raw: Any, name: str) -> timedelta | None:

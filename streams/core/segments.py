@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "SmsSegments", "count_segments"]
+__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "SmsSegments", "count_segments", "forcing_character"]
 
 # The default alphabet, in code-point order 0x00..0x7F (0x1B, the escape, omitted).
 GSM7_BASIC = frozenset(
@@ -76,3 +76,11 @@ def count_segments(text: str) -> SmsSegments:
     if units <= UCS2_SINGLE:
         return SmsSegments("UCS-2", units, 1, len(text))
     return SmsSegments("UCS-2", units, _parts(text, _ucs2_cost, UCS2_PART), len(text))
+
+
+def forcing_character(text: str) -> str | None:
+    """The first character of ``text`` outside the GSM 7-bit alphabet: the one that makes it UCS-2."""
+    for ch in text:
+        if ch not in _GSM7_ALL:
+            return ch
+    return None

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import json
+import shlex
 import math
 import random
 import re
@@ -606,12 +607,13 @@ class ImitationThread:
         self._loop.close()
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-    """Run the imitation until interrupted; prints one JSON line: its URL and the worker's environment."""
+def serve(host: str = "127.0.0.1", port: int = 0, as_json: bool = False, **options: Any) -> None:
+    """Run the imitation until interrupted; prints the worker's environment as shell exports (or one JSON line)."""
 
     async def run() -> None:
         imitation = await Imitation(host=host, port=port, **options).start()
-        print(json.dumps({"url": imitation.url, "env": imitation.env()}), flush=True)
+        print(json.dumps({"url": imitation.url, "env": imitation.env()}) if as_json else exports(imitation),
+              flush=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -623,6 +625,13 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         pass
 
 
+def exports(imitation: Imitation) -> str:
+    """``export NAME=value`` lines a shell can eval, after a comment saying where the imitation listens."""
+    lines = [f"# the Twilio and SendGrid imitation on {imitation.url}; in another shell: eval \"$(...)\" or paste"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(imitation.env().items())]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Twilio / SendGrid imitation on 127.0.0.1, for tests and benchmarks")
     parser.add_argument("--port", type=int, default=0)
@@ -630,8 +639,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--email-rate", type=float, default=None, help="emails per second (default: no limit)")
     parser.add_argument("--burst", type=float, default=None)
     parser.add_argument("--event-webhook-url", default=None, help="where to post SendGrid events")
+    parser.add_argument("--json", action="store_true", help="one JSON line instead of shell exports")
     args = parser.parse_args(argv)
-    serve(port=args.port, sms_rate=args.sms_rate, email_rate=args.email_rate, burst=args.burst,
+    serve(port=args.port, as_json=args.json, sms_rate=args.sms_rate, email_rate=args.email_rate, burst=args.burst,
           event_webhook_url=args.event_webhook_url)
 
 

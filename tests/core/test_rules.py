@@ -66,8 +66,9 @@ def test_template_typo_bad_expression_and_wrong_field_are_all_reported_with_line
     lines = {line for line, _ in problems}
     assert lines == {7, 11, 17}, problems
     messages = dict(problems)
-    assert "template 'order_delayd' not found (missing sms/en/order_delayd.body.j2, sms/nl/order_delayd.body.j2)" in messages[7]
-    assert "condition does not parse" in messages[11]
+    assert ("template 'order_delayd' not found (missing sms/en/order_delayd.body.j2, sms/nl/order_delayd.body.j2 in "
+            f"{renderer.template_dir}); did you mean 'order_delayed'?") in messages[7]
+    assert "condition is not a valid expression" in messages[11]
     assert "no field 'carier'" in messages[17] and "carrier" in messages[17]
 
 
@@ -96,8 +97,8 @@ def test_duplicate_ids_and_duplicate_yaml_keys(tmp_path, renderer, schemas):
 def test_wrong_customer_field_in_condition(tmp_path, renderer, schemas):
     text = GOOD.replace("event.data.new_eta|eta_start > event.data.old_eta|eta_start", "customer.tiers == 'premium'")
     _, problems, _ = problems_for(tmp_path, text, renderer, schemas)
-    assert problems == [(6, "rule 'order-delayed': condition uses customer.tiers: no field 'tiers' "
-                            "(known: consents, critical, email, id, locale, name, node_id, phone, postcode, tier, timezone)")]
+    assert problems == [(6, "rule 'order-delayed': condition uses customer.tiers: no field 'tiers'; "
+                            "did you mean 'tier'? (known: consents, critical, email, id, locale, name, node_id, phone, postcode, tier, timezone)")]
 
 
 def test_template_with_unknown_field_names_the_template_file_and_line(tmp_path, renderer, schemas):
@@ -162,11 +163,11 @@ def test_a_budget_without_a_reserve_lets_every_priority_use_all_of_it(tmp_path, 
 @pytest.mark.parametrize("reserve, wanted", [
     ("{priority: 70, count: 3}", "reserve count 3 leaves nothing of the budget of 3"),
     ("{priority: 70, count: 5}", "reserve count 5 leaves nothing"),
-    ("{priority: -1, count: 1}", "minimum"),
-    ("{priority: 2000, count: 1}", "maximum"),
-    ("{priority: high, count: 1}", "not of type 'integer'"),
-    ("{count: 1}", "'priority' is a required property"),
-    ("{priority: 70, count: 0}", "minimum"),
+    ("{priority: -1, count: 1}", "priority: -1 is below the least allowed, 0"),
+    ("{priority: 2000, count: 1}", "priority: 2000 is above the most allowed, 1000"),
+    ("{priority: high, count: 1}", "priority: must be a whole number, not 'high'"),
+    ("{count: 1}", "reserve: 'priority' is missing"),
+    ("{priority: 70, count: 0}", "count: 0 is below the least allowed, 1"),
 ])
 def test_a_reserve_that_leaves_nothing_or_has_a_bad_priority_is_refused_with_its_line(
         tmp_path, renderer, schemas, reserve, wanted):

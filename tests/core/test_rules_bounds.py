@@ -73,7 +73,7 @@ def test_bad_template_is_refused_with_file_and_line(tmp_path, templates, schemas
 BAD_CONDITIONS = {
     "lipsum": ("lipsum(200000)|length > 0", "over budget: lipsum"),
     "center": ("'a'|center(1000000000) == 'a'", "over budget: |center"),
-    "undefined": ("nosuch > 0", "undefined variable 'nosuch'"),
+    "undefined": ("nosuch > 0", "'nosuch' is not a field or a value: text needs quotes"),
     "__class__": ("event.__class__ is defined", "unsafe attribute access: '__class__'"),
     "fails on the smallest customer": ("customer.critical", "fails on the smallest order.delayed sample: .*critical"),
 }
