@@ -17,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from streams import gc_tuning
+from streams.errors import ForewarnError
 from streams.settings import ROOT, Settings, settings_help
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -103,7 +104,7 @@ def worker() -> None:
         Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
-def _throwaway_secret(settings: Settings) -> Settings:
+def _throwaway_secret(settings: Settings, say: bool = True) -> Settings:
     """A run that sends nobody anything real signs its unsubscribe links with a key made for it."""
     if settings.unsubscribe_secret:
         return settings
@@ -112,7 +113,8 @@ def _throwaway_secret(settings: Settings) -> Settings:
 
     key = secrets.token_urlsafe(32)
     os.environ["FOREWARN_UNSUBSCRIBE_SECRET"] = key  # the demo's worker and receiver processes too
-    err.print("[dim]FOREWARN_UNSUBSCRIBE_SECRET unset: unsubscribe links signed with a key for this run only[/dim]")
+    if say:
+        err.print("[dim]FOREWARN_UNSUBSCRIBE_SECRET unset: unsubscribe links signed with a key for this run only[/dim]")
     return replace(settings, unsubscribe_secret=key)
 
 
@@ -316,7 +318,7 @@ def preview(rule: str, event: Path = typer.Option(..., exists=True, dir_okay=Fal
     from streams.core.events import parse_event
     from streams.tools.preview import preview as run, read_history
 
-    config = _preflight(_throwaway_secret(_settings(rules, templates)))
+    config = _preflight(_throwaway_secret(_settings(rules, templates), say=False))
     try:
         record = orjson.loads(customer.read_bytes())
     except orjson.JSONDecodeError as exc:
@@ -329,7 +331,11 @@ def preview(rule: str, event: Path = typer.Option(..., exists=True, dir_okay=Fal
         _fail(f"--at {at!r} is not a moment: write e.g. 2026-12-08T22:30:00+01:00")
     if moment is not None and moment.tzinfo is None:
         _fail(f"--at {at!r} needs its offset, e.g. +01:00")
-    result = run(config, rule, parse_event(event.read_bytes(), config.schemas), record, moment, read_history(history))
+    try:
+        result = run(config, rule, parse_event(event.read_bytes(), config.schemas), record, moment,
+                     read_history(history))
+    except ForewarnError as exc:  # an unknown rule, an event or history line that does not hold up
+        _fail(str(exc))
     for line in result.lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     for outcome in result.outcomes:
@@ -387,7 +393,7 @@ def simulate(rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = T
     With --against, both rule sets decide the same input: per rule what each sends, holds back and costs,
     and a sample of the customers whose messages change, before and after.
     """
-    settings = _throwaway_secret(_settings(rules, templates))
+    settings = _throwaway_secret(_settings(rules, templates), say=False)
     config = _preflight(settings)
     sources = _simulation_input(settings, customers, events, from_kafka, since)
     if against is None:
@@ -439,7 +445,8 @@ def _simulation_input(settings: Settings, customers: Optional[Path], events: Opt
     return lambda: (file_customers(customers), file_events(events))
 
 
-def _topic_input(settings: Settings, since: str):
+def _read_topics(settings: Settings, since: str):
+    """The customers topic whole and the events of the last ``since``, read without joining a group."""
     from streams.core.policy import parse_duration
     from streams.tools.topic_input import read_history
 
@@ -447,12 +454,52 @@ def _topic_input(settings: Settings, since: str):
         window = parse_duration(since)
     except ValueError:
         _fail(f"--since {since!r} is not a duration: a number and a unit, e.g. 90m, 12h, 7d")
-    broker = _configured_broker()
-    history = read_history(settings, broker.bootstrap_servers, window)
+    if not settings.bootstrap_servers:
+        _fail("set KAFKA_BOOTSTRAP_SERVERS (host:port of the broker to read)")
+    history = read_history(settings, settings.bootstrap_servers, window)
     err.print(f"read {len(history.customers)} customers and {len(history.events)} events since "
-              f"{history.since.isoformat(timespec='seconds')} from {broker.bootstrap_servers}", highlight=False)
+              f"{history.since.isoformat(timespec='seconds')} from {settings.bootstrap_servers}", highlight=False)
+    return history
+
+
+def _topic_input(settings: Settings, since: str):
+    history = _read_topics(settings, since)
     return lambda: ((("customers topic", n, raw, None) for n, raw in enumerate(history.customers)),
                     (("event topics", n, raw, None) for n, raw in enumerate(history.events)))
+
+
+@cli.command(epilog=_reads(_CORE, _RATES, _KAFKA, ("FOREWARN_TOPIC_CUSTOMERS",)))
+def plan(outage: Path = typer.Argument(..., exists=True, dir_okay=False, help="an outage.started event, JSON"),
+         customers: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                  help="customers, JSON Lines or CSV"),
+         from_kafka: bool = typer.Option(False, "--from-kafka", help="the customers topic instead of a file"),
+         as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+         rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION) -> None:
+    """The fan-out plan of OUTAGE before it is real: recipients per channel and tier, segments, cost, time."""
+    from streams.core.events import parse_event
+    from streams.tools.plan import plan_outage, plan_outage_files
+
+    settings = _throwaway_secret(_settings(rules, templates), say=False)
+    config = _preflight(settings)
+    if from_kafka == (customers is not None):
+        _fail("give --customers FILE or --from-kafka")
+    try:
+        if customers is not None:
+            result = plan_outage_files(settings, outage, customers, config)
+        else:
+            history = _read_topics(settings, "0s")
+            event = parse_event(outage.read_bytes(), config.schemas)
+            result = plan_outage(config, event, (parse_event(raw, config.schemas) for raw in history.customers),
+                                 settings)
+    except ForewarnError as exc:  # not an outage, no rule fans it out, a file that does not hold up
+        _fail(str(exc))
+    if as_json:
+        console.print_json(orjson.dumps(result.to_dict()).decode())
+    else:
+        for line in result.lines():
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if result.over_limit:
+        raise typer.Exit(3)
 
 
 @cli.command(epilog=_reads())

@@ -172,13 +172,14 @@ def plan_outage(config: CoreConfig, event: dict[str, Any], customers: Iterable[d
                       settings.fanout_limit, loaded)
 
 
-def plan_outage_files(settings: Settings, outage_file: Path, customers_file: Path) -> OutagePlan:
+def plan_outage_files(settings: Settings, outage_file: Path, customers_file: Path,
+                      config: CoreConfig | None = None) -> OutagePlan:
     """``plan_outage`` over an ``outage.started`` JSON file and a customers file (JSON Lines or CSV).
 
     A customer row that does not hold up is counted and named, not fatal; an outage file that does not
     raises EventError naming the file.
     """
-    config = load_config(settings)
+    config = config or load_config(settings)
     try:
         event = parse_event(outage_file.read_bytes(), config.schemas)
     except EventError as exc:

@@ -154,25 +154,31 @@ def preview(config: CoreConfig, rule_id: str, event: dict[str, Any], customer: d
     shown = {**record, "id": record["customer_id"]}
     result = Preview(rule, shown, tier, rule.plan_for(tier), _locale(config, record), moment,
                      _condition(rule, event, shown), event, for_customer=moved)
-    run = _Capture(config, rule.id)
+    run = _Capture(config)
     run.feed(orjson.dumps(upsert_event(record, EPOCH)), EPOCH_FEED)
     for raw in history:
         run.feed(raw, "history")
-    sent_before = [o for o in run.captured if isinstance(o, Notification) and o.customer_id == record["customer_id"]]
+    run.feed(orjson.dumps(event), "event")
+    run.take(run.timeline.flush())
+    mine = [o for o in run.captured if o.customer_id == record["customer_id"]]
+    of_event = [o for o in mine if _caused_by(o, event["id"])]
+    sent_before = [o for o in mine if isinstance(o, Notification) and not _caused_by(o, event["id"])]
     result.earlier = sum(o.rule == rule.id for o in sent_before)
     result.contacts = len(sent_before)
     result.budget = config.rules.budget
-    run.captured.clear()
-    run.history = False
-    run.feed(orjson.dumps(event), "event")
-    run.take(run.timeline.flush())
-    result.outcomes = [o for o in run.captured if getattr(o, "customer_id", None) == record["customer_id"]]
+    result.outcomes = [o for o in of_event if o.rule == rule.id]
     result.forced = {o.id: show_forced(config.renderer, o.locale, o.template or rule.template, o.body, "given")
                      for o in result.outcomes if isinstance(o, Notification) and o.channel == "sms"}
     return result
 
 
 EPOCH_FEED = "customer"
+
+
+def _caused_by(outcome: Notification | Suppression, event_id: str) -> bool:
+    if isinstance(outcome, Notification):
+        return event_id in outcome.event_ids
+    return outcome.event_id == event_id
 
 
 def _locale(config: CoreConfig, record: dict[str, Any]) -> str:
@@ -189,13 +195,11 @@ def _condition(rule: Rule, event: dict[str, Any], customer: dict[str, Any]) -> b
 
 
 class _Capture(SimulationRun):
-    """A simulation that keeps the outcomes of one rule instead of writing them."""
+    """A simulation that keeps its outcomes instead of writing them."""
 
-    def __init__(self, config: CoreConfig, rule_id: str):
+    def __init__(self, config: CoreConfig):
         super().__init__(config, None, keep_messages=False)
-        self.rule_id = rule_id
         self.captured: list[Notification | Suppression] = []
-        self.history = True  # every rule's outcomes count while the history is decided
 
     def feed(self, raw: bytes, origin: str) -> None:
         try:
@@ -208,9 +212,7 @@ class _Capture(SimulationRun):
             self.decide(event)
 
     def count(self, outcomes) -> None:
-        for outcome in outcomes:
-            if outcome.rule == self.rule_id or self.history:
-                self.captured.append(outcome)
+        self.captured.extend(outcomes)
 
 
 def read_history(path: Path | None) -> list[bytes]:

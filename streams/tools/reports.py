@@ -67,7 +67,8 @@ def _print_customer(console: Console, change: CustomerChange, before: str, after
     for name, messages, held in ((before, change.before, change.held_before), (after, change.after, change.held_after)):
         console.print(f"[bold]{escape(name)}[/bold]: {len(messages)} message(s)", highlight=False)
         for message in messages:
-            text = message.text if len(message.text) <= TEXT_SHOWN else message.text[:TEXT_SHOWN - 1] + "…"
+            text = " ".join(message.text.split())
+            text = text if len(text) <= TEXT_SHOWN else text[:TEXT_SHOWN - 1] + "…"
             console.print(f"  {message.created_at} {message.rule} by {message.channel}: {text}", markup=False,
                           highlight=False, soft_wrap=True)
         for rule, reason in held:
