@@ -49,6 +49,23 @@ def syntax_problem(source: str, jinja_message: str) -> str:
     return jinja_message
 
 
+_MENDS = ((re.compile(r"(?<![=!<>])=(?!=)"), "=="), (re.compile(r"&&"), " and "), (re.compile(r"\|\|"), " or "),
+          (re.compile(r"!(?!=)"), " not "))
+
+
+def repaired(source: str) -> str | None:
+    """``source`` with the slips of ``_SLIPS`` mended outside quoted text, or None if it has none."""
+    parts = re.split(r"('[^']*'|\"[^\"]*\")", source)
+    mended = []
+    for index, part in enumerate(parts):
+        if index % 2 == 0:  # outside quotes
+            for pattern, replacement in _MENDS:
+                part = pattern.sub(replacement, part)
+        mended.append(part)
+    text = "".join(mended)
+    return text if text != source else None
+
+
 def _without_strings(source: str) -> str:
     return re.sub(r"'[^']*'|\"[^\"]*\"", "''", source)
 

@@ -35,7 +35,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from streams.core.consent import MARKETING, SERVICE
 from streams.core.cost import Costs
-from streams.core.condition_words import bare_name_problem, comparison_problems, syntax_problem
+from streams.core.condition_words import bare_name_problem, comparison_problems, repaired, syntax_problem
 from streams.core.schema_words import Finding, explain, suggest
 from streams.core.outcomes import fact_fingerprint
 from streams.core.policy import Budget, Cap, QuietHours, parse_duration
@@ -456,20 +456,36 @@ class _Checker:
             message = getattr(exc, "message", None) or str(exc)
             self.problem(f"rule '{rule.id}': condition is not a valid expression: "
                          f"{syntax_problem(rule.when, message.split(': ')[-1])}", line)
+            self._slip_repaired(rule, line)
             return rule
+        self._condition_meaning(rule, rule.when, tree, line)
+        return Rule(**{**rule.__dict__, "condition": compiled})
+
+    def _slip_repaired(self, rule: Rule, line: int) -> None:
+        """With the slip mended (= for ==), what else is wrong: every problem at once, not one per fix."""
+        mended = repaired(rule.when)
+        if mended is None:
+            return
+        try:
+            tree = self.renderer.env.parse("{{ (" + mended + ") }}")
+        except TemplateSyntaxError:
+            return
+        self._condition_meaning(rule, mended, tree, line)
+
+    def _condition_meaning(self, rule: Rule, source: str, tree: nodes.Template, line: int) -> None:
+        """Fields the schema does not have, comparisons that can never be true, names nothing defines."""
         for problem in self._field_problems(tree, rule.events):
             self.problem(f"rule '{rule.id}': condition {problem}", line)
         explained = set()
         for problem, name in comparison_problems(tree, self._schemas_at(rule.events)):
             explained.add(name)
             self.problem(f"rule '{rule.id}': condition {problem}", line)
-        for problem in self.renderer.expression_problems(rule.when):
+        for problem in self.renderer.expression_problems(source):
             bare = re.fullmatch(r"undefined variable '(.+)'", problem)
             if bare and bare.group(1) in explained:
                 continue
             self.problem(f"rule '{rule.id}': condition: "
                          f"{bare_name_problem(bare.group(1)) if bare else problem}", line)
-        return Rule(**{**rule.__dict__, "condition": compiled})
 
     def _trials(self, rule: Rule, line: int) -> list[Trial]:
         """The sample events and customers the rule's condition lets through; a condition failing on one is refused."""
@@ -502,8 +518,9 @@ class _Checker:
             if missing:
                 line = line_of("template") if template == rule.template else line_of("tiers")
                 meant = suggest(template, self._template_names())
-                self.problem(f"rule '{rule.id}': template '{template}' not found "
-                             f"(missing {', '.join(missing)} in {self.renderer.template_dir})"
+                more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
+                self.problem(f"rule '{rule.id}': template '{template}' not found (missing "
+                             f"{', '.join(missing[:2])}{more} in {_shown_path(self.renderer.template_dir)})"
                              + (f"; did you mean '{meant}'?" if meant and meant != template else ""), line)
                 continue
             for channel, locale in sorted(combinations):
@@ -620,6 +637,14 @@ class _Checker:
                 return None, f"no field '{part}'" + (f"; did you mean '{meant}'?" if meant else "") + f" (known: {known})"
             schema, resolver = properties[part]
         return _deref(schema, resolver)[0], None
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it: shorter, and what the user typed."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class _RawRule(dict):

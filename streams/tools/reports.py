@@ -46,13 +46,19 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
     before, after = comparison.before_name, comparison.after_name
     table = Table(title=f"per rule: {before} -> {after}")
     table.add_column("rule", no_wrap=True)
-    for column in ("sent", "held back before", "held back after", "SMS segments", "cost", ""):
+    for column in ("sent", "held back", "SMS segments", "cost", ""):
         table.add_column(column)
     for change in comparison.rules:
-        table.add_row(change.rule, _pair(*change.sent), _reasons(change.held[0]), _reasons(change.held[1]),
-                      _pair(*change.sms_segments), _cost_pair(comparison.cost, change.cost),
-                      "changed" if change.changed else "")
+        held = (sum(change.held[0].values()), sum(change.held[1].values()))
+        table.add_row(change.rule, _pair(*change.sent), _pair(*held), _pair(*change.sms_segments),
+                      _cost_pair(comparison.cost, change.cost), "changed" if change.changed else "")
     console.print(table)
+    for change in comparison.rules:
+        if change.held[0] != change.held[1]:
+            reasons = sorted(set(change.held[0]) | set(change.held[1]))
+            console.print(f"{change.rule} held back: " + ", ".join(
+                f"{reason} {_pair(change.held[0][reason], change.held[1][reason])}" for reason in reasons),
+                highlight=False)
     sent, segments, cost = (comparison.totals[name] for name in ("sent", "sms_segments", "cost"))
     console.print(f"all rules: {_pair(*sent)} messages, {_pair(*segments)} SMS segments, "
                   f"cost {_cost_pair(comparison.cost, cost)}", highlight=False)

@@ -67,7 +67,7 @@ def test_template_typo_bad_expression_and_wrong_field_are_all_reported_with_line
     assert lines == {7, 11, 17}, problems
     messages = dict(problems)
     assert ("template 'order_delayd' not found (missing sms/en/order_delayd.body.j2, sms/nl/order_delayd.body.j2 in "
-            f"{renderer.template_dir}); did you mean 'order_delayed'?") in messages[7]
+            "templates); did you mean 'order_delayed'?") in messages[7]
     assert "condition is not a valid expression" in messages[11]
     assert "no field 'carier'" in messages[17] and "carrier" in messages[17]
 

@@ -202,3 +202,22 @@ def test_any_mangled_rules_file_gives_problems_never_an_exception(tmp_path, temp
         yaml.dump(document, out)
     _, problems = check_rules(path, Renderer(templates), schemas)
     assert all(p.message and p.file for p in problems)
+
+
+def test_a_slip_in_a_condition_does_not_hide_what_else_is_wrong_with_it(tmp_path, templates, schemas):
+    text = """\
+    version: 1
+    rules:
+      - id: cart-reminder
+        on: cart.updated
+        category: marketing
+        when: "event.data.total = 50 and customer.tier == 'gold' && event.data.totl > 1"
+        channels: [email]
+        template: cart_reminder
+    """
+    _, problems = check(tmp_path, text, templates, schemas)
+    messages = [message for _, line, message in problems if line == 6]
+    assert len(messages) == len(problems) == 3, problems
+    assert "'=' sets a value; to compare, write '=='" in messages[0]
+    assert any("'gold', which it never is" in m for m in messages)
+    assert any("no field 'totl'; did you mean 'total'?" in m for m in messages)
