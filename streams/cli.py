@@ -283,10 +283,13 @@ def rules_check(file: Optional[Path] = typer.Argument(None, help="rules file (th
     for warning in report.warnings:
         err.print(f"[yellow]warning[/yellow] {escape(str(warning))}", highlight=False)
     _print_sms_fits(report.sms)
+    from streams.core.rules import shown_path
+
     if report.problems:
-        err.print(f"{len(report.problems)} problem(s) in {settings.rules_file}")
+        err.print(f"{len(report.problems)} problem(s) in {shown_path(settings.rules_file)}")
         raise typer.Exit(1)
-    console.print(f"{settings.rules_file}: ok" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
+    console.print(f"{shown_path(settings.rules_file)}: ok"
+                  + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
 
 
 def _print_sms_fits(fits) -> None:
@@ -296,7 +299,7 @@ def _print_sms_fits(fits) -> None:
     for column in ("template", "locale", "segments", "encoding", "characters", "sample"):
         table.add_column(column)
     for fit in sorted(fits, key=lambda f: (f.template, f.locale)):
-        encoding = fit.segments.encoding + (f" ({fit.forced_by})" if fit.forced_by else "")
+        encoding = fit.segments.encoding + (f" ({fit.forcing!r})" if fit.forcing else "")
         table.add_row(fit.template, fit.locale, str(fit.segments.segments), escape(encoding),
                       str(fit.segments.chars), fit.sample)
     console.print(table)
@@ -387,6 +390,7 @@ def simulate(rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = T
              against: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                                     help="another rules file: run both and compare"),
              as_json: bool = typer.Option(False, "--json", help="print the figures as JSON (for CI)"),
+             sample: int = typer.Option(5, min=0, help="with --against: how many changed customers to show"),
              out: Path = typer.Option(Path("simulation"))) -> None:
     """Run the decision core over the input on event time; write notifications, suppressed, rejected.
 
@@ -401,6 +405,7 @@ def simulate(rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = T
         return
     from dataclasses import replace
 
+    from streams.core.rules import shown_path
     from streams.tools.compare import compare
     from streams.tools.reports import print_comparison
     from streams.tools.simulate import simulate_sources
@@ -408,12 +413,14 @@ def simulate(rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = T
     other = _preflight(replace(settings, rules_file=against))
     before = simulate_sources(other, *sources(), None, keep_messages=True)
     after = simulate_sources(config, *sources(), out, keep_messages=True)
-    comparison = compare(before, after, (str(against), str(settings.rules_file)), (other.rules.cost, config.rules.cost))
+    comparison = compare(before, after, (shown_path(against), shown_path(settings.rules_file)),
+                         (other.rules.cost, config.rules.cost), sample)
     if as_json:
         console.print_json(orjson.dumps(comparison.to_dict()).decode())
     else:
         print_comparison(console, comparison)
-        console.print(f"{settings.rules_file}'s outcomes written to {out}/")
+        console.print(f"{shown_path(settings.rules_file)}'s outcomes written to {out}/", soft_wrap=True,
+                      highlight=False)
 
 
 def _simulate_once(config, sources, out: Path, as_json: bool) -> None:

@@ -520,7 +520,7 @@ class _Checker:
                 meant = suggest(template, self._template_names())
                 more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
                 self.problem(f"rule '{rule.id}': template '{template}' not found (missing "
-                             f"{', '.join(missing[:2])}{more} in {_shown_path(self.renderer.template_dir)})"
+                             f"{', '.join(missing[:2])}{more} in {shown_path(self.renderer.template_dir)})"
                              + (f"; did you mean '{meant}'?" if meant and meant != template else ""), line)
                 continue
             for channel, locale in sorted(combinations):
@@ -639,7 +639,7 @@ class _Checker:
         return _deref(schema, resolver)[0], None
 
 
-def _shown_path(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """``path`` relative to the working directory when it is below it: shorter, and what the user typed."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))

@@ -27,6 +27,7 @@ class SmsFit:
     segments: SmsSegments
     sample: str  # which sample gave it
     forced_by: str | None = None  # why it is UCS-2, in words
+    forcing: str | None = None  # the character that makes it UCS-2
 
     def describe(self) -> str:
         encoding = self.segments.encoding + (f", forced by {self.forced_by}" if self.forced_by else "")
@@ -52,7 +53,7 @@ def worst_fit(renderer: Renderer, locale: str, template: str,
     segments, label, body = worst
     forced = forcing_character(body)
     return SmsFit(template, locale, str(renderer.template_dir / name), segments, label,
-                  _where_forced(renderer, name, forced, label) if forced else None)
+                  _where_forced(renderer, name, forced, label) if forced else None, forced)
 
 
 def show_forced(renderer: Renderer, locale: str, template: str, body: str, label: str) -> str | None:
@@ -70,6 +71,7 @@ def _where_forced(renderer: Renderer, name: str, char: str, label: str) -> str:
     """'ï' in the template's text (line 3: geïnformeerd), or in the data of a sample."""
     source, _, _ = renderer.env.loader.get_source(renderer.env, name)
     for number, line in enumerate(source.splitlines(), start=1):
+        line = re.sub(r"\{#.*?#\}", "", line)  # a comment is not sent
         if char in line:
             word = next(w for w in re.split(r"\s+", line) if char in w)
             return f"{char!r} in the template's text (line {number}: {word})"

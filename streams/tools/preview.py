@@ -44,6 +44,7 @@ class Preview:
     contacts: int = 0  # messages of any rule to this customer from the history
     budget: Budget | None = None
     forced: dict[str, str | None] = field(default_factory=dict)  # SMS id: why UCS-2
+    consent: dict[str, str | None] = field(default_factory=dict)  # channel: None (may hear it) or why not
 
     @property
     def extra(self) -> dict[str, Any] | None:
@@ -60,6 +61,9 @@ class Preview:
         lines.append(self._plan_line())
         if self.condition is not None:
             lines.append(f"condition {self.rule.when!r} is {'true' if self.condition else 'false'}")
+        needs = "marketing consent" if self.rule.category == "marketing" else "no opt-out"
+        lines.append(f"{self.rule.category}: needs {needs} for the channel; " + ", ".join(
+            f"{channel} {'yes' if why is None else f'no ({why})'}" for channel, why in self.consent.items()))
         lines += self._restraint_lines()
         if not self.outcomes:
             lines.append(self._why_nothing())
@@ -167,6 +171,9 @@ def preview(config: CoreConfig, rule_id: str, event: dict[str, Any], customer: d
     result.contacts = len(sent_before)
     result.budget = config.rules.budget
     result.outcomes = [o for o in of_event if o.rule == rule.id]
+    preferences = run.decider.preferences.get(record["customer_id"])
+    result.consent = {channel: preferences.withheld(channel, rule.category, rule.id)
+                      for channel in result.plan.channels}
     result.forced = {o.id: show_forced(config.renderer, o.locale, o.template or rule.template, o.body, "given")
                      for o in result.outcomes if isinstance(o, Notification) and o.channel == "sms"}
     return result

@@ -58,10 +58,10 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
             reasons = sorted(set(change.held[0]) | set(change.held[1]))
             console.print(f"{change.rule} held back: " + ", ".join(
                 f"{reason} {_pair(change.held[0][reason], change.held[1][reason])}" for reason in reasons),
-                highlight=False)
+                highlight=False, soft_wrap=True)
     sent, segments, cost = (comparison.totals[name] for name in ("sent", "sms_segments", "cost"))
     console.print(f"all rules: {_pair(*sent)} messages, {_pair(*segments)} SMS segments, "
-                  f"cost {_cost_pair(comparison.cost, cost)}", highlight=False)
+                  f"cost {_cost_pair(comparison.cost, cost)}", highlight=False, soft_wrap=True)
     console.print(f"{comparison.customers_changed} customer(s) would get different messages"
                   + (f"; the first {len(comparison.sample)}:" if comparison.sample else ""), highlight=False)
     for change in comparison.sample:
