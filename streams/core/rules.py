@@ -307,13 +307,14 @@ class _Checker:
     def _schema_checked(self, raw: Any, findings: list[Finding], index: int, line: int,
                         document: Any) -> _RawRule | None:
         """The rule as written, or repaired as its problems suggest so that the rest can be checked; None: cannot be."""
-        if not isinstance(raw, dict):
-            return None  # reported: a rule must be a mapping
-        name = raw["id"] if isinstance(raw.get("id"), str) else f"number {index + 1}"
+        named = isinstance(raw, dict) and isinstance(raw.get("id"), str)
+        label = f"rule '{raw['id']}'" if named else f"rule number {index + 1}"
         renamed = {f.rename[1] for f in findings if f.rename}
         findings = [f for f in findings if f.missing not in renamed]
         for finding in findings:
-            self.problem(f"rule '{name}': {finding.message}", _finding_line(document, finding))
+            self.problem(f"{label}: {finding.message}", _finding_line(document, finding))
+        if not isinstance(raw, dict):
+            return None
         rule = _RawRule(raw)
         if findings and not rule.repair(findings):
             return None
@@ -345,6 +346,9 @@ class _Checker:
             text = self.path.read_text(encoding="utf-8")
         except OSError as exc:
             self.problem(f"cannot read rules: {exc.strerror}", None)
+            return None
+        except UnicodeDecodeError as exc:
+            self.problem(f"not UTF-8 text (byte {exc.start}): a rules file is YAML text", None)
             return None
         try:
             document = yaml.load(text)

@@ -68,9 +68,18 @@ def _branch_meant(error: ValidationError) -> list[ValidationError] | None:
     for sub in error.context:
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
     for index, subs in sorted(branches.items()):
-        if not any(not sub.relative_path and sub.validator in ("type", "const") for sub in subs):
+        if not any(not sub.relative_path and _wrong_kind(sub) for sub in subs):
             return subs
     return None
+
+
+def _wrong_kind(error: ValidationError) -> bool:
+    """The value is not even of the kind this alternative takes (a mapping where a name is expected)."""
+    if error.validator in ("type", "const"):
+        return True
+    if error.validator == "enum":
+        return kind_of(error.instance) not in {kind_of(v) for v in error.validator_value}
+    return False
 
 
 def _alternatives(branches: list[dict[str, Any]]) -> str:
@@ -152,7 +161,8 @@ def _type(error: ValidationError) -> list[Finding]:
     wanted = error.validator_value
     wanted = [wanted] if isinstance(wanted, str) else wanted
     words = " or ".join(KINDS.get(w, w) for w in wanted)
-    return [_at(error, f"must be {words}, not {_shown(error.instance)}")]
+    hint = f"; write [{error.instance}]" if "array" in wanted and isinstance(error.instance, str) else ""
+    return [_at(error, f"must be {words}, not {_shown(error.instance)}{hint}")]
 
 
 def _pattern(error: ValidationError) -> list[Finding]:

@@ -221,3 +221,25 @@ def test_a_slip_in_a_condition_does_not_hide_what_else_is_wrong_with_it(tmp_path
     assert "'=' sets a value; to compare, write '=='" in messages[0]
     assert any("'gold', which it never is" in m for m in messages)
     assert any("no field 'totl'; did you mean 'total'?" in m for m in messages)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("version: 1\nrules:\n  - 5\n", [(3, "rule number 1: must be a mapping (key: value lines), not 5")]),
+    ("version: 1\nrules:\n  - id: a\n    on: order.delayed\n    category: service\n    channels: sms\n"
+     "    template: order_delayed\n", [(6, "rule 'a': channels: must be a list, not 'sms'; write [sms]")]),
+    ("version: 1\nrules:\n  - id: a\n    on: order.delayed\n    category: service\n    channels: [sms]\n"
+     "    template: order_delayed\n    cancel_on: [{on: order.placed, match: all}]\n",
+     [(8, "rule 'a': cancel_on.0.match: 'all' is not one of 'key', 'customer'")]),
+    ("version: 2\nrules:\n  - id: a\n    on: order.delayed\n    category: service\n    channels: [sms]\n"
+     "    template: order_delayed\n", [(1, "version: must be 1, not 2")]),
+])
+def test_odd_shapes_are_said_plainly(tmp_path, templates, schemas, text, expected):
+    _, problems = check(tmp_path, text, templates, schemas)
+    assert [(line, message) for _, line, message in problems] == expected
+
+
+def test_a_file_that_is_not_text_is_one_problem(tmp_path, templates, schemas):
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(b"\x00\xff\xfe rules")
+    _, problems = check_rules(path, Renderer(templates), schemas)
+    assert [p.message for p in problems] == ["not UTF-8 text (byte 1): a rules file is YAML text"]
