@@ -12,6 +12,8 @@ INPUT_LAG = Gauge("forewarn_input_lag_seconds",
 HOP_FAILURES = Counter("forewarn_hop_failures_total",
                        "Records a hop failed on unexpectedly and dead-lettered instead", ["hop"])
 NOTIFICATIONS = Counter("forewarn_notifications_total", "Notifications decided", ["rule", "channel"])
+ESTIMATED_COST = Counter("forewarn_estimated_cost_total", "What the notifications decided cost at defaults.cost, in its "
+                         "currency", ["rule", "channel"])
 SUPPRESSED = Counter("forewarn_suppressed_total", "Notifications not sent, by reason", ["rule", "reason"])
 DELIVERIES = Counter("forewarn_deliveries_total", "Outcomes of handing notifications to a channel",
                      ["channel", "provider", "status"])

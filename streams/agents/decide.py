@@ -43,7 +43,7 @@ from streams.kafka.catch_up import CatchUp, CatchUpWatch
 from streams.kafka.fail_stop import FailStop
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.metrics import (FANOUT_ESTIMATED_COST, FANOUT_ESTIMATED_SECONDS, FANOUT_OVER_LIMIT, FANOUT_RECIPIENTS,
-                             NOTIFICATIONS, PROCESSING_SECONDS, SUPPRESSED)
+                             NOTIFICATIONS, PROCESSING_SECONDS, SUPPRESSED, ESTIMATED_COST)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -255,10 +255,15 @@ class Decide:
         # Counted here and added to the metrics once: a labelled child's ``inc`` takes a lock, per message of a fan-out.
         notified: Counter[tuple[str, str]] = Counter()
         suppressed: Counter[tuple[str, str]] = Counter()
+        prices = self.decider.rules.cost
+        cost: Counter[tuple[str, str]] = Counter()
         try:
             for decision in decisions:
                 if isinstance(decision, Notification):
                     notified[decision.rule, decision.channel] += 1
+                    if prices is not None:
+                        cost[decision.rule, decision.channel] += prices.of(decision.channel, decision.to,
+                                                                           decision.segments)
                     await sends.send(pipeline.notifications, decision.customer_id.encode(),
                                      orjson.dumps(decision.to_dict()), partition)
                 else:
@@ -270,6 +275,8 @@ class Decide:
         finally:
             for (rule, channel), count in notified.items():
                 NOTIFICATIONS.labels(rule, channel).inc(count)
+            for (rule, channel), amount in cost.items():
+                ESTIMATED_COST.labels(rule, channel).inc(float(amount))
             for (rule, reason), count in suppressed.items():
                 SUPPRESSED.labels(rule, reason).inc(count)
 

@@ -71,6 +71,11 @@ def test_demo_events_become_outbox_messages_identical_to_the_simulation(broker, 
     assert 'forewarn_events_consumed_total{topic="outages"} 5.0' in metrics
     assert 'forewarn_notifications_total{channel="sms",rule="outage-started"}' in metrics
     assert "forewarn_processing_seconds_bucket" in metrics
+    # Every outage SMS of the demo goes to a Dutch number: 0.085 a segment by the shipped defaults.cost.
+    outage_sms = [n for n in sent if n["rule"] == "outage-started" and n["channel"] == "sms"]
+    line = next(m for m in metrics.splitlines()
+                if m.startswith('forewarn_estimated_cost_total{channel="sms",rule="outage-started"}'))
+    assert float(line.split()[-1]) == pytest.approx(0.085 * sum(n.get("segments", 1) for n in outage_sms))
 
     log = worker.log()
     for customer in map(orjson.loads, DEMO.joinpath("customers.jsonl").read_bytes().splitlines()):
