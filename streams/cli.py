@@ -48,6 +48,11 @@ def _reads(*groups: tuple[str, ...], every: bool = False) -> str:
     return "Settings, from the environment:\n\n" + listed.replace("\n", "\n\n")
 
 
+RULES_OPTION = typer.Option(None, "--rules", help="rules file (default: FOREWARN_RULES, else config/rules.yaml)")
+TEMPLATES_OPTION = typer.Option(None, "--templates", help="templates folder (default: FOREWARN_TEMPLATES, else "
+                                                          "templates/)")
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     """Stop with ``message`` as one plain line on stderr."""
     err.print(f"[red]error[/red] {escape(message)}", highlight=False)
@@ -75,7 +80,7 @@ def _preflight(settings: Settings, *, sends: bool = False):
 
 
 @cli.command(epilog=_reads(every=True))
-def worker() -> None:
+def worker(rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION) -> None:
     """Run the stream processors (embedded broker when KAFKA_BOOTSTRAP_SERVERS is unset)."""
     from streams.kafka.embedded import bootstrap_servers
     from streams.kafka.admin import ensure_topics
@@ -83,7 +88,7 @@ def worker() -> None:
 
     from dataclasses import replace
 
-    settings = Settings.from_env()
+    settings = _settings(rules, templates)
     if _emails_to_outbox(settings):  # nobody receives these links: a key for this run will do
         settings = _throwaway_secret(settings)
     config = _preflight(settings, sends=True)
@@ -251,11 +256,6 @@ def _configured_broker() -> Settings:
     if not settings.bootstrap_servers:
         _fail("set KAFKA_BOOTSTRAP_SERVERS (host:port of the broker to send to)")
     return settings
-
-
-RULES_OPTION = typer.Option(None, "--rules", help="rules file (default: FOREWARN_RULES, else config/rules.yaml)")
-TEMPLATES_OPTION = typer.Option(None, "--templates", help="templates folder (default: FOREWARN_TEMPLATES, else "
-                                                          "templates/)")
 
 
 def _settings(rules: Optional[Path] = None, templates: Optional[Path] = None) -> Settings:
@@ -527,13 +527,14 @@ def demo(customers: Path = typer.Option(ROOT / "config" / "demo" / "customers.js
                                                           "FOREWARN_OUTBOX, else outbox/); emptied first"),
          timeout: float = typer.Option(120.0),
          providers: str = typer.Option("outbox", help="outbox (files) or imitation (the Twilio and SendGrid "
-                                                      "SDKs against a local imitation of their APIs)")) -> None:
+                                                      "SDKs against a local imitation of their APIs)"),
+         rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION) -> None:
     """Start everything on the embedded broker, replay the demo events, show what was sent."""
     from streams.tools.demo import run_demo
 
     if providers not in ("outbox", "imitation"):
         _fail("--providers is outbox or imitation")
-    settings = _throwaway_secret(Settings.from_env())
+    settings = _throwaway_secret(_settings(rules, templates))
     _preflight(settings, sends=True)
     outbox = outbox or settings.outbox_dir
     try:

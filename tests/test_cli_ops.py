@@ -155,7 +155,7 @@ def test_every_command_help_lists_the_settings_it_reads(command, settings):
 
 
 def test_commands_that_read_rules_take_rules_and_templates_options():
-    for command in (["rules", "check"], ["preview"], ["simulate"], ["plan"]):
+    for command in (["rules", "check"], ["preview"], ["simulate"], ["plan"], ["worker"], ["demo"]):
         output = runner.invoke(cli, [*command, "--help"], terminal_width=200).output
         assert "--rules" in output and "--templates" in output, command
 
@@ -164,3 +164,25 @@ def test_help_of_every_setting_is_known():
     assert "FOREWARN_SMS_RATE (default 1.0)" in settings_help(["FOREWARN_SMS_RATE"])
     with pytest.raises(ValueError):
         settings_help(["FOREWARN_NO_SUCH"])
+
+
+def test_imitation_prints_export_lines_a_shell_takes(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "streams.cli", "imitation"], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = [process.stdout.readline() for _ in range(9)]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert lines[0].startswith("# the Twilio and SendGrid imitation on http://127.0.0.1:")
+    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in lines[1:])
+    assert set(exports) == {"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "SENDGRID_API_KEY",
+                            "SENDGRID_FROM", "SENDGRID_WEBHOOK_PUBLIC_KEY", "FOREWARN_TWILIO_BASE_URL",
+                            "FOREWARN_SENDGRID_BASE_URL"}
+    assert exports["FOREWARN_TWILIO_BASE_URL"].startswith("http://127.0.0.1:")
+    shell = subprocess.run(["bash", "-c", "".join(lines[1:]) + 'echo "$TWILIO_FROM"'], capture_output=True, text=True)
+    assert shell.stdout.strip() == exports["TWILIO_FROM"]

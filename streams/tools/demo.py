@@ -36,7 +36,8 @@ def run_demo(settings: Settings, customers: Path, events: Path, outbox: Path, ti
         worker = WorkerProcess({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "FOREWARN_OUTBOX": str(outbox),
                                 "FOREWARN_METRICS_PORT": str(free_port()),
                                 # The demo's events are from one afternoon: decide on their time, as the simulator does.
-                                "FOREWARN_CLOCK": "event", **providers}, log_path).start()
+                                "FOREWARN_CLOCK": "event", "FOREWARN_RULES": str(settings.rules_file),
+                                "FOREWARN_TEMPLATES": str(settings.template_dir), **providers}, log_path).start()
         started = time.monotonic()
         try:
             sent, _ = load_customers(broker.bootstrap, topics.customers, customers)
