@@ -24,7 +24,15 @@ _VARYING = re.compile(r"/unsubscribe/\S+")
 
 
 def _run(args: list[str], shown: str) -> str:
-    result = CliRunner().invoke(cli, args, terminal_width=WIDTH, env={"COLUMNS": str(WIDTH)})
+    from streams import cli as command
+
+    # The consoles were made when the module was first imported, with whatever width the terminal had.
+    widths = command.console.width, command.err.width
+    command.console.width = command.err.width = WIDTH
+    try:
+        result = CliRunner().invoke(cli, args, terminal_width=WIDTH)
+    finally:
+        command.console.width, command.err.width = widths
     return f"$ {shown}\n{result.output}"
 
 
