@@ -107,3 +107,32 @@ def start_worker(broker, settings, tmp_path):
     yield start
     for worker in started:
         worker.kill()
+
+
+SCREENSHOTS = ROOT / "artefacts" / "screenshots"  # kept after a run: the browser tests' evidence
+
+
+@pytest.fixture
+def browser():
+    """Headless chromium, with the flags this machine's closed network needs."""
+    import shutil
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert shutil.which("chromium") and shutil.which("chromedriver"), \
+        "needs Debian's chromium and chromium-driver (make test installs them)"
+    profile = tempfile.mkdtemp(prefix="forewarn-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=800,700", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
-import tempfile
 import threading
 from datetime import datetime, timezone
 
 import orjson
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -24,27 +20,7 @@ from streams.channels.receipts import Receiver
 from streams.core.consent import MARKETING, Scope
 from streams.settings import ROOT, Settings
 
-SCREENSHOTS = ROOT / "artefacts" / "screenshots"
-
-
-@pytest.fixture
-def browser():
-    """Headless chromium, with the flags this machine's closed network needs."""
-    assert shutil.which("chromium") and shutil.which("chromedriver"), \
-        "needs Debian's chromium and chromium-driver (make test installs them)"
-    profile = tempfile.mkdtemp(prefix="forewarn-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=800,700", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+from tests.conftest import SCREENSHOTS
 
 
 @pytest.fixture
