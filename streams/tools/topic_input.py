@@ -15,7 +15,7 @@ Tansu 0.6 answers it with offset 0 for every time before the last record
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,10 +53,10 @@ def read_history(settings: Settings, bootstrap: str, since: timedelta, now: date
         raise ValueError("now must carry a time zone: event times are compared with it")
     topics = settings.topics
     fold = _Fold(moment, topics.customers, (topics.orders, topics.carts, topics.outages))
-    _reachable(bootstrap)
+    reachable(bootstrap)
     consumer = KafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False)
     try:
-        for record in _records(consumer, _partitions(consumer, fold.topics())):
+        for record in read_records(consumer, partitions_of(consumer, fold.topics())):
             fold.add(record)
     except KafkaError as exc:
         raise BrokerError(f"reading the topics from {bootstrap} failed: {exc}") from None
@@ -65,7 +65,7 @@ def read_history(settings: Settings, bootstrap: str, since: timedelta, now: date
     return fold.history()
 
 
-def _reachable(bootstrap: str) -> None:
+def reachable(bootstrap: str) -> None:
     """Raise BrokerError unless the broker answers within ``CONNECT_SECONDS``.
 
     A consumer cannot tell: kafka-python 3 waits for its first metadata for ever
@@ -78,21 +78,28 @@ def _reachable(bootstrap: str) -> None:
         raise BrokerError(f"no answer from Kafka at {bootstrap} within {CONNECT_SECONDS:g} s") from None
 
 
-def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+def partitions_of(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
     """Every partition of ``topics``; a topic that does not exist has none."""
     return [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic))]
 
 
-def _records(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> Iterator[ConsumerRecord]:
-    """Every record of ``partitions``, from their start to the end they had when this began."""
+def read_records(consumer: KafkaConsumer, partitions: list[TopicPartition],
+                 positions: Mapping[TopicPartition, int] | None = None,
+                 stall: float = STALL_SECONDS) -> Iterator[ConsumerRecord]:
+    """Every record of ``partitions``, from ``positions`` (else their start) to the end they had when this began.
+
+    A position before the start (retention took those records) or past the end (the topic was made anew)
+    reads from the start. ``stall``: seconds without a record, the end not reached, before BrokerError.
+    """
     ends = end_offsets(consumer, partitions)
     starts = consumer.beginning_offsets(partitions)
-    todo = {tp: ends[tp] for tp in partitions if ends[tp] > starts[tp]}
+    froms = {tp: _within(positions.get(tp) if positions else None, starts[tp], ends[tp]) for tp in partitions}
+    todo = {tp: ends[tp] for tp in partitions if ends[tp] > froms[tp]}
     if not todo:
         return
     consumer.assign(list(todo))
     for tp in todo:
-        consumer.seek(tp, starts[tp])  # a known position: no offset reset to wait for
+        consumer.seek(tp, froms[tp])  # a known position: no offset reset to wait for
     heard = time.monotonic()
     while todo:
         batch = consumer.poll(timeout_ms=POLL_MS, max_records=WHOLE_BATCH)
@@ -105,9 +112,13 @@ def _records(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> Itera
             consumer.pause(tp)
         if batch:
             heard = time.monotonic()
-        elif time.monotonic() - heard > STALL_SECONDS:
+        elif time.monotonic() - heard > stall:
             raise BrokerError(f"{', '.join(f'{tp.topic}/{tp.partition}' for tp in todo)} not read to the end: "
-                              f"nothing came for {STALL_SECONDS:g} s")
+                              f"nothing came for {stall:g} s")
+
+
+def _within(position: int | None, start: int, end: int) -> int:
+    return position if position is not None and start <= position <= end else start
 
 
 @dataclass
