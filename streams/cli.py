@@ -628,6 +628,130 @@ def webhooks() -> None:
         raise typer.Exit(2)
 
 
+_CONSOLE = ("FOREWARN_CONSOLE_DB", "FOREWARN_CONSOLE_RETENTION_DAYS")
+deadletter_cli = typer.Typer(no_args_is_help=True, help="What could not be handled: list it, send it back.")
+cli.add_typer(deadletter_cli, name="deadletter")
+report_cli = typer.Typer(no_args_is_help=True, help="Reports over what was sent and what customers did.")
+cli.add_typer(report_cli, name="report")
+
+
+@cli.command("console", epilog=_reads(_KAFKA, _CONSOLE, _CORE, _SOURCES, (
+        "FOREWARN_CONSOLE_HOST", "FOREWARN_CONSOLE_PORT", "FOREWARN_CONSOLE_TOKEN")))
+def console_command() -> None:
+    """The web console: each customer's messages and why, outages, rules per day, dead letters (re-drive)."""
+    from streams.console.serve import serve
+
+    settings = _configured_broker()
+    err.print(f"console on http://{settings.console_host}:{settings.console_port}/ "
+              f"(store {settings.console_db}, catching up from {settings.bootstrap_servers})", highlight=False)
+    serve(settings, settings.bootstrap_servers)
+
+
+def _store(settings: Settings):
+    """The console's store, caught up from the topics when KAFKA_BOOTSTRAP_SERVERS is set."""
+    from streams.console.feed import Feed
+    from streams.console.serve import open_store
+
+    store = open_store(settings)
+    if settings.bootstrap_servers:
+        Feed(store, settings.bootstrap_servers, settings).catch_up()
+    else:
+        err.print(f"[dim]KAFKA_BOOTSTRAP_SERVERS unset: {settings.console_db} as it was last caught up[/dim]")
+    return store
+
+
+@cli.command(epilog=_reads(_KAFKA, _CONSOLE))
+def history(customer: str, reveal: bool = typer.Option(False, help="show phone numbers and addresses (logged)")
+            ) -> None:
+    """What CUSTOMER was sent, what was held back and why, what they did: oldest first."""
+    from streams.tools.activity import print_timeline
+
+    settings = Settings.from_env()
+    store = _store(settings)
+    try:
+        print_timeline(console, store.customer_timeline(customer), reveal, title=f"customer {customer}")
+    finally:
+        store.close()
+
+
+@cli.command(epilog=_reads(_KAFKA, _CONSOLE))
+def outage(outage_id: str) -> None:
+    """An outage's story: started, told per channel and tier, updates, held back, resolved."""
+    from streams.tools.activity import print_outage
+
+    store = _store(Settings.from_env())
+    try:
+        story = store.outage_story(outage_id)
+        if story is None:
+            _fail(f"no outage {outage_id} in the console's store")
+        print_outage(console, story)
+    finally:
+        store.close()
+
+
+@deadletter_cli.command("list", epilog=_reads(_KAFKA, _CONSOLE))
+def deadletter_list(limit: int = typer.Option(50, min=1)) -> None:
+    """The newest dead letters: where, the hop, the reason, whether someone re-drove it."""
+    from streams.tools.activity import print_dead_letters
+
+    store = _store(Settings.from_env())
+    try:
+        print_dead_letters(console, store.dead_letters(limit))
+    finally:
+        store.close()
+
+
+@deadletter_cli.command("redrive", epilog=_reads(_KAFKA, _CONSOLE))
+def deadletter_redrive(where: str = typer.Argument(..., help="TOPIC/PARTITION/OFFSET, as `deadletter list` shows"),
+                       who: str = typer.Option(..., help="your name, for the record")) -> None:
+    """Send one dead letter back to its topic, once it can succeed; record who did."""
+    from datetime import datetime, timezone
+
+    from streams.console.serve import redrive_for
+
+    try:
+        topic, partition, offset = where.rsplit("/", 2)
+        place = (topic, int(partition), int(offset))
+    except ValueError:
+        _fail(f"{where!r}: write TOPIC/PARTITION/OFFSET, e.g. orders/0/17")
+    settings = _configured_broker()
+    store = _store(settings)
+    try:
+        entry = store.dead_letter(*place)
+        if entry is None:
+            _fail(f"no dead letter at {where}")
+        if entry.redriven_by:
+            _fail(f"{where} was re-driven already, by {entry.redriven_by}")
+        redrive = redrive_for(settings, settings.bootstrap_servers)
+        why_not = redrive.check(entry)
+        if why_not:
+            _fail(f"not re-driven: {why_not}")
+        redrive.send(entry)
+        store.mark_redriven(*place, who, datetime.now(timezone.utc))
+        console.print(f"{where} sent back to {entry.topic}; recorded as re-driven by {who}", highlight=False)
+    finally:
+        store.close()
+
+
+@report_cli.command("deflection", epilog=_reads(_CORE, _LINKS))
+def report_deflection(customers: Path = typer.Option(..., exists=True, dir_okay=False, help="customers file"),
+                      events: Path = typer.Option(..., exists=True, dir_okay=False,
+                                                  help="events, support.contacted among them"),
+                      within: str = typer.Option("3d", help="a contact this soon after is about the same thing"),
+                      rules: Optional[Path] = RULES_OPTION, templates: Optional[Path] = TEMPLATES_OPTION) -> None:
+    """Did telling customers first spare them a call? Per rule: who was told, who was not, who still called."""
+    from streams.core.policy import parse_duration
+    from streams.tools.deflection import lines, report_from_simulation
+
+    try:
+        window = parse_duration(within)
+    except ValueError:
+        _fail(f"--within {within!r} is not a duration: a number and a unit, e.g. 3d")
+    config = _preflight(_throwaway_secret(_settings(rules, templates), say=False))
+    for line in lines(report_from_simulation(config, customers, events, window)):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 @cli.command(epilog=_reads())
 def imitation(port: int = typer.Option(0), sms_rate: Optional[float] = typer.Option(None),
               email_rate: Optional[float] = typer.Option(None),

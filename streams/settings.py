@@ -21,8 +21,9 @@ from streams.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SOURCE_TOPICS = ("orders", "carts", "outages", "customers")
-TOPIC_FOR_EVENT = {"order": "orders", "cart": "carts", "outage": "outages", "customer": "customers"}
+SOURCE_TOPICS = ("orders", "carts", "outages", "customers", "support")
+TOPIC_FOR_EVENT = {"order": "orders", "shipment": "orders", "cart": "carts", "outage": "outages",
+                   "customer": "customers", "support": "support"}
 
 
 def _text(raw: str) -> str:
@@ -110,6 +111,8 @@ class Topics:
     carts: str = setting("FOREWARN_TOPIC_CARTS", "carts", "cart events (source)")
     outages: str = setting("FOREWARN_TOPIC_OUTAGES", "outages", "outage events (source)")
     customers: str = setting("FOREWARN_TOPIC_CUSTOMERS", "customers", "customer records (source)")
+    support: str = setting("FOREWARN_TOPIC_SUPPORT", "support", "customer service contacts (source; no rule "
+                           "listens to them, the deflection report counts them)")
     events: str = setting("FOREWARN_TOPIC_EVENTS", "forewarn-events", "validated events, keyed by customer")
     due: str = setting("FOREWARN_TOPIC_DUE", "forewarn-due", "pending messages that fell due")
     notifications: str = setting("FOREWARN_TOPIC_NOTIFICATIONS", "notifications", "rendered messages to send")
@@ -129,7 +132,7 @@ class Topics:
         return cls(**_from(cls, os.environ if environ is None else environ))
 
     def source(self) -> tuple[str, ...]:
-        return (self.orders, self.carts, self.outages, self.customers)
+        return (self.orders, self.carts, self.outages, self.customers, self.support)
 
     def for_event_type(self, event_type: str) -> str:
         return getattr(self, TOPIC_FOR_EVENT[event_type.split(".", 1)[0]])
@@ -295,6 +298,15 @@ class Settings:
     webhook_insecure_local: bool = setting("FOREWARN_WEBHOOK_INSECURE_LOCAL", False, "1: run the receiver without "
                                            "a public URL, on loopback only, Twilio signatures checked against "
                                            "that address (development)", "switch", shown="0")
+    console_db: Path = setting("FOREWARN_CONSOLE_DB", Path("console.sqlite3"), "the console's activity store "
+                               "(SQLite); rebuilt from the topics when it is gone", "path")
+    console_retention_days: float = setting("FOREWARN_CONSOLE_RETENTION_DAYS", 90.0, "days the console keeps "
+                                            "activity", "float")
+    console_host: str = setting("FOREWARN_CONSOLE_HOST", "127.0.0.1", "address the console listens on; anything "
+                                "but loopback needs FOREWARN_CONSOLE_TOKEN")
+    console_port: int = setting("FOREWARN_CONSOLE_PORT", 8089, "port the console listens on", "int")
+    console_token: str | None = setting("FOREWARN_CONSOLE_TOKEN", None, "the console's access token (secret)",
+                                        "optional", secret=True, shown="unset")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

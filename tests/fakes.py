@@ -7,15 +7,18 @@ them, unless it was made with ``auto_ack=True``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 import asyncio
+import tempfile
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from streams.agents.topics import Pipeline
-from streams.settings import Settings
+from streams.settings import ROOT, Settings
 
 
 @dataclass
@@ -227,3 +230,19 @@ def links_for_tests():
     from streams.core.unsubscribe import UnsubscribeLinks
 
     return UnsubscribeLinks("tests-only", "http://127.0.0.1:8088", "unsubscribe@example.nl", timedelta(days=90))
+
+
+@lru_cache(maxsize=None)
+def shipped_rules_without(*rule_ids: str) -> Path:
+    """config/rules.yaml without the rules named: for tests of one mechanism that another shipped rule would
+    also answer (order-not-moving answers every order.shipped that no scan follows)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    document = yaml.load((ROOT / "config" / "rules.yaml").read_text(encoding="utf-8"))
+    document["rules"] = [rule for rule in document["rules"] if rule["id"] not in rule_ids]
+    path = Path(tempfile.mkdtemp(prefix="forewarn-rules-")) / "rules.yaml"
+    with path.open("w", encoding="utf-8") as out:
+        yaml.dump(document, out)
+    return path
+

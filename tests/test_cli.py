@@ -66,7 +66,8 @@ def test_simulate_writes_notifications_suppressed_and_rejected(tmp_path):
     rejected = [orjson.loads(line) for line in (out / "rejected.jsonl").read_bytes().splitlines()]
     suppressed = [orjson.loads(line) for line in (out / "suppressed.jsonl").read_bytes().splitlines()]
     assert len(sent) == 30
-    assert [(r["line"], r["reason"][:8]) for r in rejected] == [(14, "not JSON")]
+    demo_lines = len(DEMO.joinpath("events.jsonl").read_bytes().splitlines())
+    assert [(r["line"], r["reason"][:8]) for r in rejected] == [(demo_lines + 1, "not JSON")]
     assert ("NOBODY", "unknown_customer") in [(s["customer_id"], s["reason"]) for s in suppressed]
     assert "outage-started" in result.output
 

@@ -90,9 +90,17 @@ def plan(work: Path) -> str:
                 "forewarn plan outage.json --customers week/customers.jsonl")
 
 
+def deflection(work: Path) -> str:
+    data = week(work)
+    output = _run(["report", "deflection", "--customers", str(data / "customers.jsonl"),
+                   "--events", str(data / "events.jsonl")],
+                  "forewarn report deflection --customers week/customers.jsonl --events week/events.jsonl")
+    return output.replace(str(work) + "/", "")
+
+
 def blocks(work: Path) -> dict[str, str]:
     return {"check": check_broken(), "lint": check_sms(work), "preview": preview(), "diff": diff(work),
-            "plan": plan(work)}
+            "plan": plan(work), "deflection": deflection(work)}
 
 
 def fenced(text: str) -> str:

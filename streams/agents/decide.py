@@ -79,7 +79,7 @@ class Decide:
         self.containment = Containment("decide", sends, pipeline.deadletter, poison)
         self.due_containment = Containment("due", sends, pipeline.deadletter, poison)
         topics = self.settings.topics
-        self.clock_topics = (topics.orders, topics.carts, topics.outages)
+        self.clock_topics = (topics.orders, topics.carts, topics.outages, topics.support)
         self.rule_inputs = {rule.id: tuple({topics.for_event_type(t) for t in (*rule.events, *(c for c, _ in rule.cancel_on))}
                                            & set(self.clock_topics)) for rule in decider.rules.rules}
         self.watermarks: dict[int, Watermarks] = {}  # per partition of forewarn-events

@@ -65,7 +65,8 @@ class Ingest:
         self.partitions_of = partitions_of
         self.now = now
         topics = self.settings.topics
-        self.clock_topics = (topics.orders, topics.carts, topics.outages)  # customer records move no clock
+        # Customer records move no clock; support contacts do, as orders do: they are of the story's time.
+        self.clock_topics = (topics.orders, topics.carts, topics.outages, topics.support)
         self.processed: dict[Input, int] = {}  # the last offset of each input whose routing is in the producer
         self._read: dict[Input, datetime] = {}  # how far this batch read each input
         self._told_at_end: set[Input] = set()  # inputs said to be read to their end since their last record

@@ -32,10 +32,11 @@ from streams.settings import ROOT
 
 SCHEMA_BASE = "https://schemas.forewarn.example/"
 EVENT_TYPES = (
-    "order.placed", "order.shipped", "order.delayed", "order.delivered", "order.cancelled",
+    "order.placed", "order.shipped", "order.delayed", "order.delivered", "order.cancelled", "shipment.scanned",
     "cart.updated", "cart.checked_out",
     "outage.started", "outage.updated", "outage.resolved",
     "customer.upserted", "customer.deleted",
+    "support.contacted",
 )
 MAX_EVENT_BYTES = 256 * 1024
 MAX_KEY_BYTES = 1024

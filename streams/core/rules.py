@@ -100,6 +100,7 @@ class Rule:
     dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW
     category: str = SERVICE
     list_unsubscribe: bool = False  # service emails carry List-Unsubscribe too
+    expects: tuple[str, ...] = ()  # expect.any_of: what fulfils the expectation (and cancels the message)
 
     @property
     def unsubscribable(self) -> bool:
@@ -375,8 +376,7 @@ class _Checker:
         if audience == "told" and families != {"outage"}:
             self.problem(f"rule '{raw['id']}': audience 'told' needs outage events only", line_of("audience"))
         key = raw.get("key") or DEFAULT_KEYS[sorted(families)[0]]
-        cancel_on = tuple((c, "key") if isinstance(c, str) else (c["on"], c.get("match", "key"))
-                          for c in raw.get("cancel_on", ()))
+        cancel_on = _cancels(raw)
         quiet = raw.get("quiet_hours", defaults.get("quiet_hours"))
         rule = Rule(
             id=raw["id"], events=events, audience=audience,
@@ -384,21 +384,20 @@ class _Checker:
             template=raw["template"], priority=raw.get("priority", defaults.get("priority", 50)),
             key=key, line=line, enabled=raw.get("enabled", True), when=raw.get("when"),
             tiers={tier: dict(value) for tier, value in (raw.get("tiers") or {}).items()},
-            wait=_duration(raw, "wait"), coalesce=_duration(raw, "coalesce"), cancel_on=cancel_on,
+            wait=_duration(raw, "wait") or _expected_within(raw), coalesce=_duration(raw, "coalesce"),
+            cancel_on=cancel_on,
             urgent=raw.get("urgent", False), essential=raw.get("essential", False),
             quiet_hours=None if quiet is False else (QuietHours.parse(quiet) if quiet else DEFAULT_QUIET_HOURS),
             cap=Cap.parse(raw["cap"]) if "cap" in raw else None,
             min_change=_duration(raw, "min_change"), min_interval=_duration(raw, "min_interval"),
             category=raw.get("category", SERVICE), list_unsubscribe=raw.get("list_unsubscribe", False),
+            expects=_expected(raw),
         )
         if "category" not in raw and "category" not in raw.dropped:
             self.problem(f"rule '{rule.id}' has no category: add 'category: service' for what the customer needs "
                          "to know (outages, their orders; sent unless they opted out) or 'category: marketing' for "
                          "what sells (cart reminders; sent only with their marketing consent)", line)
-        for cancel_type, match in cancel_on:
-            if match == "key" and cancel_type.split(".")[0] != sorted(families)[0] and "key" not in raw:
-                self.problem(f"rule '{rule.id}': {cancel_type} cannot carry the key {key}; "
-                             "use {on: ..., match: customer} or set key", line_of("cancel_on"))
+        self._cancel_problems(rule, raw, line_of)
         condition_ok = True
         if rule.when is not None:
             before = len(self.problems)
@@ -406,6 +405,18 @@ class _Checker:
             condition_ok = len(self.problems) == before
         self._templates(rule, line_of, self._trials(rule, line_of("when")) if condition_ok else [])
         return self._dedupe(rule, raw, defaults, line_of)
+
+    def _cancel_problems(self, rule: Rule, raw: _RawRule, line_of: Callable[[str], int]) -> None:
+        """What cancels a pending message must carry its key; ``expect`` is a wait of its own."""
+        if "expect" in raw and ("wait" in raw or "coalesce" in raw):
+            self.problem(f"rule '{rule.id}': expect is a wait of its own (its 'within'); leave out wait and "
+                         "coalesce", line_of("expect"))
+        steps: list[tuple[str, str | int]] = [("item", p) for p in rule.key.removeprefix("event.").split(".")]
+        for cancel_type, match in rule.cancel_on:
+            if match == "key" and self._resolve(f"events/{cancel_type}.json", steps):
+                where = "expect" if cancel_type in _expected(raw) else "cancel_on"
+                self.problem(f"rule '{rule.id}': {cancel_type} cannot carry the key {rule.key}; "
+                             "use {on: ..., match: customer} or set key", line_of(where))
 
     def _dedupe(self, rule: Rule, raw: Any, defaults: dict[str, Any], line_of: Callable[[str], int]) -> Rule:
         """The rule with its dedupe paths: ``dedupe:`` as written (checked), else what its templates show."""
@@ -708,6 +719,23 @@ def _finding_line(document: Any, finding: Finding) -> int | None:
         node = node[part]
     where = getattr(node, "lc", None) and node.lc.data.get(finding.key)
     return where[0] + 1 if where else _line_of(document, list(finding.path))
+
+
+def _cancels(raw: Any) -> tuple[tuple[str, str], ...]:
+    """``cancel_on`` as (event type, match), and the events ``expect`` waits for: any of them cancels."""
+    written = tuple((c, "key") if isinstance(c, str) else (c["on"], c.get("match", "key"))
+                    for c in raw.get("cancel_on", ()))
+    return written + tuple((event_type, "key") for event_type in _expected(raw)
+                           if (event_type, "key") not in written)
+
+
+def _expected(raw: Any) -> tuple[str, ...]:
+    return tuple((raw.get("expect") or {}).get("any_of", ()))
+
+
+def _expected_within(raw: Any) -> timedelta | None:
+    expect = raw.get("expect")
+    return parse_duration(expect["within"]) if expect else None
 
 
 def _duration(raw: Any, name: str) -> timedelta | None:

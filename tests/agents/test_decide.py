@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -22,7 +23,7 @@ from streams.kafka.catch_up import CatchUp
 from streams.kafka.sends import ChangelogTable, Sends
 from streams.settings import ROOT, Settings
 from streams.tools.customer_files import upsert_event
-from tests.fakes import FakeProducer, Offsets, fake_pipeline
+from tests.fakes import FakeProducer, Offsets, fake_pipeline, shipped_rules_without
 
 CUSTOMERS = [orjson.loads(line) for line in (ROOT / "config" / "demo" / "customers.jsonl").read_bytes().splitlines()]
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 13:00 in Amsterdam: no quiet hours
@@ -30,7 +31,8 @@ T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 13:00 in Amsterdam: n
 
 @pytest.fixture(scope="module")
 def config():
-    return load_config(Settings.from_env())  # with the tests' unsubscribe secret
+    # With the tests' unsubscribe secret; less the parcel-not-moving rule every shipment also starts.
+    return load_config(replace(Settings.from_env(), rules_file=shipped_rules_without("order-not-moving")))
 
 
 class Hop:
@@ -68,7 +70,7 @@ class Hop:
         self.run(self.hop.batch(events))
 
     def watermark(self, moment: datetime) -> list:
-        clock_topics = ("orders", "carts", "outages")
+        clock_topics = ("orders", "carts", "outages", "support")
         value = marks.encode({(topic, 0): moment for topic in clock_topics}, {topic: 1 for topic in clock_topics})
         return [self.offsets.event(self.topics.events, partition, value, marks.KEY)
                 for partition in range(self.pipeline.settings.partitions)]

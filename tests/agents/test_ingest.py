@@ -60,7 +60,8 @@ def test_behind_each_batch_every_partition_learns_how_far_each_input_is_read_in_
     assert [r.key == marks.KEY for r in routed] == [False, False, True, True, True, True]  # behind the events
     told = watermarks(pipeline, producer)
     latest = datetime.fromisoformat(orjson.loads(late)["occurred_at"])
-    assert told == [(p, {("orders", 0): latest}, {"orders": 3, "carts": 3, "outages": 3}) for p in range(4)]
+    partitions = {"orders": 3, "carts": 3, "outages": 3, "support": 3}
+    assert told == [(p, {("orders", 0): latest}, partitions) for p in range(4)]
 
 
 @pytest.mark.parametrize("occurred, received, expected", [

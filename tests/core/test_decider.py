@@ -13,7 +13,7 @@ from streams.core.directory import CustomerDirectory, owner_partition
 from streams.core.rules import load_rules
 from streams.core.state import decode_state
 from streams.settings import ROOT
-from tests.fakes import known, links_for_tests
+from tests.fakes import known, links_for_tests, shipped_rules_without
 from tests.conftest import write
 
 NOW = datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
@@ -43,7 +43,7 @@ def order_delayed(customer_id="C1", event_id="o1"):
 
 @pytest.fixture
 def decider(renderer, schemas):
-    rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
+    rules = load_rules(shipped_rules_without("order-not-moving"), renderer, schemas)
     return Decider(rules, renderer, CustomerDirectory(), links=links_for_tests())
 
 
@@ -390,7 +390,7 @@ rules:
 
 
 def test_without_a_signing_key_a_marketing_email_is_held_back_not_sent_without_its_link(renderer, schemas):
-    rules = load_rules(ROOT / "config" / "rules.yaml", renderer, schemas)
+    rules = load_rules(shipped_rules_without("order-not-moving"), renderer, schemas)
     decider = Decider(rules, renderer, CustomerDirectory())
     known(decider, customer("C1"))
     sent, suppressed = run(decider, cart_updated(datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)))

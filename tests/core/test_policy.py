@@ -20,7 +20,7 @@ from streams.core.schedule import DueIndex
 from streams.core.state import decode_state
 from streams.settings import ROOT
 from streams.core.consent import Scope
-from tests.fakes import known, links_for_tests
+from tests.fakes import known, links_for_tests, shipped_rules_without
 from tests.conftest import write
 
 LAMP = {"sku": "LMP-1", "name": "Desk lamp", "qty": 1, "unit_price": 12.5}
@@ -130,8 +130,8 @@ def rules_file(tmp_path, rules, defaults=""):
 
 @pytest.fixture
 def shipped(renderer, schemas):
-    """A decider on the shipped config/rules.yaml."""
-    return decider_from(ROOT / "config" / "rules.yaml", renderer, schemas)
+    """A decider on the shipped config/rules.yaml, less the parcel-not-moving rule every shipment also starts."""
+    return decider_from(shipped_rules_without("order-not-moving"), renderer, schemas)
 
 
 # -- 1. waits with debounce ----------------------------------------------------------------------

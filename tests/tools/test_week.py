@@ -138,3 +138,43 @@ def test_with_a_reserve_low_priorities_leave_the_last_contact_to_high_ones(week,
     assert any("reserved for priority >= 70" in s["detail"] for s in budget_held(suppressed))
     assert any(line.startswith("priority 30 (up to 2 of 3, the rest reserved):")
                for line in report.budget_use(rules.budget))
+
+
+def test_customers_contact_support_about_outages_orders_and_other_things(week):
+    _, _, _, _, events, zones = week
+    contacts = [e for e in events if e["type"] == "support.contacted"]
+    assert {c["data"]["topic"] for c in contacts} >= {"outage", "other"}
+    assert {c["data"]["topic"] for c in contacts} & {"order", "delivery"}
+    assert all(c["customer_id"] in zones for c in contacts)
+    outages = {e["data"]["outage_id"] for e in events if e["type"] == "outage.started"}
+    linked = [c["data"]["outage_id"] for c in contacts if "outage_id" in c["data"]]
+    assert linked and set(linked) <= outages
+    assert any(c["data"]["topic"] == "outage" and "outage_id" not in c["data"] for c in contacts)
+
+
+def test_support_contacts_are_deterministic_and_leave_every_other_event_as_it_was(tmp_path):
+    spec = WeekSpec(customers=300, postcodes=20, outages=5, seed=3)
+    first = generate_week(spec, tmp_path / "a")[1].read_bytes()
+    assert generate_week(spec, tmp_path / "b")[1].read_bytes() == first
+    without = generate_week(replace(spec, support=False), tmp_path / "c")[1].read_bytes()
+    contacts = [line for line in first.splitlines() if b'"support.contacted"' in line]
+    assert contacts and [line for line in first.splitlines() if line not in contacts] == without.splitlines()
+    other_seed = generate_week(replace(spec, seed=4), tmp_path / "d")[1].read_bytes()
+    assert [line for line in other_seed.splitlines() if b'"support.contacted"' in line] != contacts
+
+
+def test_the_deflection_report_of_the_week_compares_customers_told_and_not_told(week_files):
+    from streams.tools.deflection import lines, report_from_simulation
+
+    _, customers, events = week_files
+    rows = report_from_simulation(load_config(Settings.from_env()), customers, events, timedelta(days=3))
+    by_rule = {row.rule: row for row in rows}
+    assert "cart-reminder" not in by_rule  # support contacts are about outages and orders
+    started = by_rule["outage-started"]
+    assert started.told > 0 and started.not_told > 0
+    # The generator's model: those it expects not to be told call more often.
+    assert started.not_told_share > started.told_share and started.difference > 0
+    table = lines(rows)
+    assert table[0].split()[:3] == ["rule", "told", "called"] and len(table) == len(rows) + 1
+    shown = next(line for line in table if line.startswith("outage-started "))
+    assert f"{100 * started.difference:+.1f} points" in shown and f" {started.told} " in shown
