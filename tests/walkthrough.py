@@ -68,7 +68,7 @@ def preview() -> str:
 def week(work: Path) -> Path:
     out = work / "week"
     if not out.exists():
-        CliRunner().invoke(cli, ["generate", "--customers", "2000", "--out", str(out)])
+        CliRunner().invoke(cli, ["generate", "--customers", "1000", "--out", str(out)])
     return out
 
 

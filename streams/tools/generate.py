@@ -205,11 +205,27 @@ def _support(rng: random.Random, customers: list[dict[str, Any]],
     outage's or order's id; the others only their topic. Phone and shop contacts wait for opening
     hours (08:00-21:00 Amsterdam time).
     """
-    by_id = {c["customer_id"]: c for c in customers}
+    contacts = _outage_contacts(rng, customers, events) + _delay_contacts(rng, customers, events)
+    for customer in customers:
+        if rng.random() < CALLS_ABOUT_OTHER_THINGS:
+            contacts.append((_daytime(rng), customer["customer_id"], {"topic": "other"}))
+    for number, (at, customer_id, data) in enumerate(contacts):
+        channel = rng.choices(*CHANNELS)[0]
+        if channel in ("phone", "shop"):
+            at = _opening_hours(at, rng)
+        yield _envelope(f"S{number:07d}", "support.contacted", at, {"channel": channel, **data}, customer_id)
+
+
+Contact = tuple[datetime, str, dict[str, Any]]  # (when, customer, data)
+
+
+def _outage_contacts(rng: random.Random, customers: list[dict[str, Any]],
+                     events: list[dict[str, Any]]) -> list[Contact]:
+    """Who calls about each outage (see ``_support``); the draws in a fixed order."""
     by_area: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for customer in customers:
         by_area[customer["postcode"][:4]].append(customer)
-    contacts: list[tuple[datetime, str, dict[str, Any]]] = []  # (when, customer, data)
+    contacts: list[Contact] = []
     started = {e["data"]["outage_id"]: e for e in events if e["type"] == "outage.started"}
     ended = {e["data"]["outage_id"]: _time(e["occurred_at"]) for e in events if e["type"] == "outage.resolved"}
     for outage_id, event in started.items():
@@ -221,11 +237,19 @@ def _support(rng: random.Random, customers: list[dict[str, Any]],
                     at = start + timedelta(minutes=5) + (end - start + timedelta(minutes=55)) * rng.random()
                     data = {"topic": "outage", **({"outage_id": outage_id} if rng.random() < LINKED else {})}
                     contacts.append((at, customer["customer_id"], data))
+    return contacts
+
+
+def _delay_contacts(rng: random.Random, customers: list[dict[str, Any]],
+                    events: list[dict[str, Any]]) -> list[Contact]:
+    """Who gets in touch after their order's first delay (see ``_support``)."""
+    by_id = {c["customer_id"]: c for c in customers}
     delivered = {e["data"]["order_id"]: _time(e["occurred_at"]) for e in events if e["type"] == "order.delivered"}
-    first_delays = {}
+    first_delays: dict[str, dict[str, Any]] = {}
     for event in events:
         if event["type"] == "order.delayed":
             first_delays.setdefault(event["data"]["order_id"], event)
+    contacts: list[Contact] = []
     for order_id, event in first_delays.items():
         customer = by_id[event["customer_id"]]
         consents, tier = customer["consents"], customer["tier"]
@@ -238,14 +262,7 @@ def _support(rng: random.Random, customers: list[dict[str, Any]],
             data = {"topic": rng.choice(["delivery", "order"]),
                     **({"order_id": order_id} if rng.random() < LINKED else {})}
             contacts.append((at, customer["customer_id"], data))
-    for customer in customers:
-        if rng.random() < CALLS_ABOUT_OTHER_THINGS:
-            contacts.append((_daytime(rng), customer["customer_id"], {"topic": "other"}))
-    for number, (at, customer_id, data) in enumerate(contacts):
-        channel = rng.choices(*CHANNELS)[0]
-        if channel in ("phone", "shop"):
-            at = _opening_hours(at, rng)
-        yield _envelope(f"S{number:07d}", "support.contacted", at, {"channel": channel, **data}, customer_id)
+    return contacts
 
 
 def _outage_call_chance(customer: dict[str, Any], start: datetime, end: datetime) -> float:

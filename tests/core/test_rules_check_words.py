@@ -190,7 +190,7 @@ def _renderer(folder) -> Renderer:
     return Renderer(folder)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_mangled_rules_file_gives_problems_never_an_exception(tmp_path, templates, schemas, data):
     """Keys renamed, dropped or given values of any kind: check_rules answers with problems, never raises."""
