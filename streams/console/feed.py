@@ -43,6 +43,8 @@ class Feed:
         self.settings = settings
         topics = settings.topics
         self.topics = [topics.events, topics.notifications, topics.suppressed, topics.deliveries, topics.deadletter]
+        if store.states_changelog:
+            self.topics.append(store.states_changelog)
 
     def catch_up(self, timeout: float = 30.0) -> int:
         """Read every topic to the end it has now; how many records were new to the store.

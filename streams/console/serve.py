@@ -22,7 +22,8 @@ INGEST_HOP = "ingest"
 
 
 def open_store(settings: Settings) -> ActivityStore:
-    return ActivityStore(settings.console_db, timedelta(days=settings.console_retention_days))
+    return ActivityStore(settings.console_db, timedelta(days=settings.console_retention_days), settings.topics,
+                         states_changelog=f"{settings.app_id}-states-changelog")  # faust's name for the table
 
 
 def redrive_for(settings: Settings, bootstrap: str) -> Redrive:

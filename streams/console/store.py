@@ -23,13 +23,15 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
 import orjson
 
+from streams.core.state import decode_state
 from streams.settings import Topics
 
 log = logging.getLogger("forewarn.console")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: pending
 CONTACT = "support.contacted"
 PRIVATE_PREFIX = "customer."  # customer.upserted holds contact data: only the type and time are kept
 SUBJECT_FIELDS = (("outage", "outage_id"), ("order", "order_id"), ("cart", "cart_id"))
@@ -110,6 +112,16 @@ class DeadLetterEntry:
 
 
 @dataclass(frozen=True)
+class PendingEntry:
+    """A message waiting in the decide hop: its rule and key, when it falls due, waiting or deferred."""
+
+    rule: str
+    key: str
+    due: datetime
+    hold: str
+
+
+@dataclass(frozen=True)
 class SearchHit:
     kind: str  # customer, phone, email, order or outage
     value: str
@@ -130,8 +142,10 @@ Reader = Callable[[sqlite3.Connection, dict[str, Any], TopicRecord], bool]
 class ActivityStore:
     """The store; see the module. Safe to share between threads (a connection per thread)."""
 
-    def __init__(self, path: Path, retention: timedelta = timedelta(days=90), topics: Topics | None = None):
+    def __init__(self, path: Path, retention: timedelta = timedelta(days=90), topics: Topics | None = None,
+                 states_changelog: str | None = None):
         self.path = Path(path)
+        self.states_changelog = states_changelog  # the decide hop's state table: what is waiting, and till when
         self.retention = retention
         self.topics = topics or Topics.from_env()
         self._local = threading.local()
@@ -206,6 +220,8 @@ class ActivityStore:
         return added
 
     def _add(self, db: sqlite3.Connection, record: TopicRecord) -> bool:
+        if record.topic == self.states_changelog:
+            return self._pending(db, record)
         reader = self._readers.get(record.topic)
         value = _json_object(record.value)
         # Not an object: ingest's watermark records on forewarn-events are objects without an id and type,
@@ -213,6 +229,26 @@ class ActivityStore:
         if reader is None or value is None:
             return False
         return reader(db, value, record)
+
+    def _pending(self, db: sqlite3.Connection, record: TopicRecord) -> bool:
+        """A customer's state as last logged: only its waiting messages are kept, replaced each time."""
+        try:
+            customer_id = orjson.loads(record.key) if record.key else None
+            state = decode_state(record.value)
+        except (orjson.JSONDecodeError, msgspec.DecodeError, ValueError):
+            return False
+        if not isinstance(customer_id, str):
+            return False
+        waiting = [] if state is None else [[p.rule, p.key, p.due or p.last_at, p.hold] for p in state.pending.values()]
+        db.execute(SET_PENDING, (customer_id, orjson.dumps(waiting).decode()))
+        return True
+
+    def pending(self, customer_id: str) -> list[PendingEntry]:
+        """What is waiting to be sent to the customer, soonest first, as the state table last logged it."""
+        row = self._db().execute("SELECT waiting FROM pending WHERE customer_id = ?", (customer_id,)).fetchone()
+        entries = [PendingEntry(rule, key, datetime.fromisoformat(due).astimezone(timezone.utc), hold)
+                   for rule, key, due, hold in (orjson.loads(row[0]) if row else []) if due]
+        return sorted(entries, key=lambda entry: entry.due)
 
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """Where to resume each topic partition: the offset after the last record added."""
@@ -471,6 +507,7 @@ def _from_ms(ms: int) -> datetime:
 # Times are milliseconds since the epoch (UTC). ``rec_partition``/``rec_offset``: where the row's own record is.
 
 SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS pending (customer_id TEXT PRIMARY KEY, waiting TEXT NOT NULL) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
        PRIMARY KEY (topic, part)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, type TEXT NOT NULL, at_ms INTEGER NOT NULL,
@@ -525,6 +562,7 @@ ADD_DELIVERY = """INSERT OR IGNORE INTO deliveries (rec_partition, rec_offset, n
 ADD_DEAD_LETTER = """INSERT OR IGNORE INTO dead_letters (orig_topic, orig_partition, orig_offset, hop, reason,
     dead_ms, original, orig_key, complete, rec_partition, rec_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 # A forgotten customer's messages lose address and text, whichever of the two records is read first.
+SET_PENDING = "INSERT OR REPLACE INTO pending (customer_id, waiting) VALUES (?, ?)"
 FORGET = """UPDATE notifications SET to_addr = NULL, to_search = NULL, subject = NULL, body = NULL
     WHERE customer_id = ? AND created_ms <= ?"""
 FORGOTTEN = "SELECT 1 FROM events WHERE customer_id = ? AND type = 'customer.deleted' AND at_ms >= ? LIMIT 1"

@@ -114,7 +114,8 @@ class ConsoleApp:
             log.warning("console: contact data of customer %s revealed to %s", customer_id, _viewer(request))
         entries = self.store.customer_timeline(customer_id)
         shown = [_contact_shown(entry, reveal) for entry in entries]
-        return self._page("customer", customer_id=customer_id, entries=shown, reveal=reveal)
+        return self._page("customer", customer_id=customer_id, entries=shown, reveal=reveal,
+                          pending=self.store.pending(customer_id))
 
     async def outage(self, request: web.Request) -> web.Response:
         story = self.store.outage_story(request.match_info["outage_id"])
