@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from streams.console.charts import bars, steps
 from streams.console.store import ActivityStore, DeadLetterEntry
 from streams.core.cost import Costs
+from streams.core.render import DEFAULT_TZ, zone
 from streams.errors import ConfigError
 from streams.privacy import mask
 from streams.settings import Settings
@@ -183,7 +184,8 @@ def _viewer(request: web.Request) -> str:
 
 
 def _when(moment: datetime | None) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+    """In the zone the customers live in by default (the shop's, the ISP's), with its abbreviation."""
+    return moment.astimezone(zone(DEFAULT_TZ)).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else ""
 
 
 @dataclass(frozen=True)
