@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import faust
+from decimal import Decimal
+
 import orjson
 
 from streams import gc_tuning
@@ -32,6 +34,7 @@ from streams.agents.contain import Containment, Poison
 from streams.agents.lag import observe_lag
 from streams.agents.topics import Pipeline
 from streams.core.clock import Step, Timeline, Watermarks, moves_clock, wall_now
+from streams.core.cost import billed_units
 from streams.core.config import CoreConfig
 from streams.core.consent import PreferenceChange
 from streams.core.decider import Decider, Decision, Notification
@@ -256,14 +259,15 @@ class Decide:
         notified: Counter[tuple[str, str]] = Counter()
         suppressed: Counter[tuple[str, str]] = Counter()
         prices = self.decider.rules.cost
-        cost: Counter[tuple[str, str]] = Counter()
+        # Billed units per (rule, channel, unit price), priced once per batch: a fan-out is 100,000 messages.
+        units: Counter[tuple[str, str, Decimal]] = Counter()
         try:
             for decision in decisions:
                 if isinstance(decision, Notification):
                     notified[decision.rule, decision.channel] += 1
                     if prices is not None:
-                        cost[decision.rule, decision.channel] += prices.of(decision.channel, decision.to,
-                                                                           decision.segments)
+                        units[decision.rule, decision.channel, prices.unit(decision.channel, decision.to)] += \
+                            billed_units(decision.channel, decision.segments)
                     await sends.send(pipeline.notifications, decision.customer_id.encode(),
                                      orjson.dumps(decision.to_dict()), partition)
                 else:
@@ -275,8 +279,8 @@ class Decide:
         finally:
             for (rule, channel), count in notified.items():
                 NOTIFICATIONS.labels(rule, channel).inc(count)
-            for (rule, channel), amount in cost.items():
-                ESTIMATED_COST.labels(rule, channel).inc(float(amount))
+            for (rule, channel, price), count in units.items():
+                ESTIMATED_COST.labels(rule, channel).inc(float(price * count))
             for (rule, reason), count in suppressed.items():
                 SUPPRESSED.labels(rule, reason).inc(count)
 

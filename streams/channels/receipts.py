@@ -36,7 +36,6 @@ import hashlib
 import ipaddress
 import logging
 import re
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -61,6 +60,7 @@ from streams.channels.sms_twilio import KNOWN_CODES, STATUS_PATH, TwilioSmsChann
 from streams.core.directory import owner_partition
 from streams.core.unsubscribe import Ticket, links_for
 from streams.errors import ConfigError, ReceiptMalformed, ReceiptRefused, UnsubscribeRefused
+from streams.stopping import until_stopped
 from streams.metrics import FALLBACKS, OPTOUTS, RECEIPTS, REJECTED
 from streams.settings import Settings
 
@@ -568,12 +568,8 @@ class Receiver:
 async def run(settings: Settings) -> None:
     """Receive until SIGINT / SIGTERM."""
     receiver = await Receiver(settings).start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
     try:
-        await stopping.wait()
+        await until_stopped()
     finally:
         await receiver.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ from streams.core.events import Schemas, parse_event
 from streams.errors import EventError
 from streams.kafka.admin import producer
 from streams.settings import Settings
+from streams.stopping import until_stopped
 
 INGEST_HOP = "ingest"
 
@@ -74,11 +74,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     runner = web.AppRunner(app, access_log=None)  # the access log would hold customer ids and search terms
     await runner.setup()
     await web.TCPSite(runner, settings.console_host, settings.console_port).start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
     try:
-        await stopping.wait()
+        await until_stopped()
     finally:
         await runner.cleanup()

@@ -379,6 +379,9 @@ class ActivityStore:
         """The newest dead letters first."""
         return [_dead_entry(row) for row in self._db().execute(DEAD_LETTERS, (limit,))]
 
+    def dead_letter_count(self) -> int:
+        return self._db().execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+
     def dead_letter(self, topic: str, partition: int, offset: int) -> DeadLetterEntry | None:
         row = self._db().execute(DEAD_LETTER, (topic, partition, offset)).fetchone()
         return _dead_entry(row) if row else None

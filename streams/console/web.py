@@ -97,7 +97,7 @@ class ConsoleApp:
         return web.Response(text=html, content_type="text/html")
 
     async def index(self, request: web.Request) -> web.Response:
-        return self._page("index", dead=len(self.store.dead_letters(limit=1000)))
+        return self._page("index", dead=self.store.dead_letter_count())
 
     async def search(self, request: web.Request) -> web.Response:
         text = request.query.get("q", "").strip()

@@ -14,6 +14,11 @@ from typing import Any
 DEFAULT_PREFIX = "default"
 
 
+def billed_units(channel: str, segments: int | None) -> int:
+    """What a provider bills a message by: its SMS segments (at least one), or one email."""
+    return (segments or 1) if channel == "sms" else 1
+
+
 @dataclass(frozen=True)
 class Costs:
     currency: str
@@ -39,11 +44,13 @@ class Costs:
                 return price
         return Decimal(0)
 
+    def unit(self, channel: str, address: str | None) -> Decimal:
+        """The price of one billed unit: an SMS segment to ``address``, or one email."""
+        return self.sms_segment(address) if channel == "sms" else self.email
+
     def of(self, channel: str, address: str | None, segments: int | None) -> Decimal:
         """What one message costs: SMS by its segments and destination, email per message."""
-        if channel == "sms":
-            return self.sms_segment(address) * (segments or 1)
-        return self.email
+        return self.unit(channel, address) * billed_units(channel, segments)
 
     def shown(self, amount: Decimal) -> str:
         return f"{self.currency} {amount.quantize(Decimal('0.01'))}"

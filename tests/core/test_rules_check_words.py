@@ -55,6 +55,19 @@ def own_templates(tmp_path):
     return folder
 
 
+def with_condition(when: str) -> str:
+    return f"""\
+    version: 1
+    rules:
+      - id: order-delayed
+        on: order.delayed
+        category: service
+        when: "{when}"
+        channels: [sms]
+        template: order_delayed
+    """
+
+
 def check(tmp_path, text, templates, schemas):
     path = write(tmp_path / "rules.yaml", textwrap.dedent(text))
     _, problems = check_rules(path, Renderer(templates), schemas)
@@ -141,17 +154,7 @@ def test_each_schema_problem_is_said_in_words_at_its_key(tmp_path, templates, sc
     ("customer.critical == true or nosuch", "'nosuch' is not a field or a value: text needs quotes ('nosuch')"),
 ])
 def test_a_condition_that_cannot_mean_what_it_says_is_refused(tmp_path, templates, schemas, when, words):
-    text = f"""\
-    version: 1
-    rules:
-      - id: order-delayed
-        on: order.delayed
-        category: service
-        when: "{when}"
-        channels: [sms]
-        template: order_delayed
-    """
-    _, problems = check(tmp_path, text, templates, schemas)
+    _, problems = check(tmp_path, with_condition(when), templates, schemas)
     assert [line for _, line, _ in problems] == [6], problems
     assert words in problems[0][2]
 
@@ -161,17 +164,7 @@ def test_a_condition_that_cannot_mean_what_it_says_is_refused(tmp_path, template
     "customer.tier|lower == 'premium'", "'x' in event.data.reason", "event.data.reason == 'weather'",
 ])
 def test_comparisons_that_can_be_true_pass(tmp_path, templates, schemas, when):
-    text = f"""\
-    version: 1
-    rules:
-      - id: order-delayed
-        on: order.delayed
-        category: service
-        when: "{when}"
-        channels: [sms]
-        template: order_delayed
-    """
-    _, problems = check(tmp_path, text, templates, schemas)
+    _, problems = check(tmp_path, with_condition(when), templates, schemas)
     assert problems == []
 
 
